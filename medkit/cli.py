@@ -1,0 +1,149 @@
+"""``medkit`` command line: train, generate, evaluate.
+
+    medkit generate medkit/data/samples/nih_00000001_000.png --json
+    medkit train --data ../shared/data --out runs/cxr
+    medkit evaluate --data ../shared/data --split val --out val.json
+
+Errors in the input print one line naming the file and the problem and exit with status 2;
+``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+logger = logging.getLogger("medkit")
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train teacher -> student -> generator (resumable; torchrun-ready)")
+    p.add_argument("--data", required=True, help="folder with iu_xray/annotation.json, an annotation .json or a .jsonl manifest")
+    p.add_argument("--out", required=True, help="run folder: checkpoints, logs and the final model (OUT/model)")
+    p.add_argument("--config", help="MedKit config.json to start from (default: built-in defaults)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one config value, e.g. --set train.generator_epochs=2 (repeatable)")
+    p.add_argument("--lm", help="local Hugging Face causal-LM directory (default: packaged SmolLM2-135M-Instruct)")
+    p.add_argument("--ckpt-every", type=int, default=50, help="checkpoint every N optimiser steps")
+
+
+def _add_generate(sub) -> None:
+    p = sub.add_parser("generate", help="write a report for one study (its views)")
+    p.add_argument("images", nargs="+", help="PNG, JPEG or DICOM files: the views of one study")
+    p.add_argument("--model", help="model directory (default: the shipped model)")
+    p.add_argument("--lm", help="override the language model directory")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--num-beams", type=int)
+    p.add_argument("--max-new-tokens", type=int)
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="score a model on a split, with floors")
+    p.add_argument("--data", required=True, help="folder holding iu_xray/annotation.json and iu_xray/images/")
+    p.add_argument("--split", default="val")
+    p.add_argument("--model", help="model directory (default: the shipped model)")
+    p.add_argument("--lm", help="override the language model directory")
+    p.add_argument("--out", help="write the full result as JSON")
+    p.add_argument("--limit", type=int, help="score only the first N studies")
+    p.add_argument("--no-floors", action="store_true", help="skip the most-frequent and nearest-neighbour floors")
+    p.add_argument("--num-beams", type=int)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="medkit", description="MedKit radiology report generation")
+    ap.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    sub = ap.add_subparsers(dest="command", required=True)
+    _add_train(sub)
+    _add_generate(sub)
+    _add_evaluate(sub)
+    return ap
+
+
+def _decode_overrides(args) -> dict:
+    out = {}
+    if getattr(args, "num_beams", None):
+        out["num_beams"] = args.num_beams
+    if getattr(args, "max_new_tokens", None):
+        out["max_new_tokens"] = args.max_new_tokens
+    return out
+
+
+def cmd_train(args) -> int:
+    from medkit.config import MedKitConfig
+    from medkit.train import train
+
+    cfg = MedKitConfig.load(args.config) if args.config else MedKitConfig()
+    if args.lm:
+        cfg.generator.lm_path = args.lm
+    cfg = cfg.override(args.set)
+    final = train(cfg, args.data, args.out, ckpt_every=args.ckpt_every)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"model written to {final}")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from medkit.images import load_cxr
+    from medkit.model import MedKitCXR
+
+    for p in args.images:  # fail fast on bad input before loading the model
+        load_cxr(p)
+    model = MedKitCXR.load(args.model, lm_path=args.lm)
+    result = model.report_from_files(args.images, **_decode_overrides(args))
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(result["report"])
+        pos = [f"{f['name']} ({f['probability']:.2f})" for f in result["findings"] if f["status"] == "positive"]
+        print("\nFindings: " + (", ".join(pos) or "none above threshold"))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from medkit.evaluate import evaluate, markdown_table
+
+    result = evaluate(args.data, args.split, args.model, args.limit, args.lm, _decode_overrides(args),
+                      floors=not args.no_floors)
+    print(markdown_table(result))
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "generate": cmd_generate, "evaluate": cmd_evaluate}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("medkit").setLevel(logging.DEBUG if args.debug else logging.INFO)
+    if not args.debug:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        import warnings
+
+        warnings.filterwarnings("ignore")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come from packages or local paths only
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        return COMMANDS[args.command](args)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        if args.debug:
+            raise
+        print(f"medkit {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"medkit {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,152 @@
+"""Typed configuration for MedKit: one place for every tunable number.
+
+A model directory holds ``config.json`` (a serialised :class:`MedKitConfig`) beside the
+trainable tensors, so a model rebuilds from its directory alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medkit.labeler import OBSERVATIONS
+
+
+@dataclass
+class EncoderConfig:
+    """2D chest X-ray encoders (teacher and student), both EfficientNet-Lite0 based."""
+
+    image_size: int = 224  # square input side in pixels (IU X-ray images are 256x256)
+    max_views: int = 2  # views of one study encoded; frontal first, then lateral
+    student_blocks: int = 6  # student keeps Lite0 blocks[:6] (ends at 192 ch, stride 32)
+    tokens_grid: int = 3  # visual tokens per view = tokens_grid ** 2 (adaptive avg pool)
+    num_labels: int = len(OBSERVATIONS)
+    dropout: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.image_size < 32 or self.image_size % 32:
+            raise ValueError(f"image_size must be a multiple of 32 and >= 32, got {self.image_size}")
+        if not 1 <= self.student_blocks <= 7:
+            raise ValueError(f"student_blocks must be in 1..7, got {self.student_blocks}")
+        if self.max_views < 1:
+            raise ValueError(f"max_views must be >= 1, got {self.max_views}")
+
+
+@dataclass
+class DistillConfig:
+    """Multi-level feature distillation (teacher -> student)."""
+
+    temperature: float = 2.0  # softens teacher/student label distributions for the KL term
+    kl_weight: float = 1.0
+    feature_weight: float = 1.0  # summed over the matched depths
+    label_weight: float = 1.0  # student's own BCE on labeler labels
+    uncertain_as: float = 1.0  # labeler "uncertain" target (U-Ones, Irvin et al. 2019)
+
+
+@dataclass
+class GeneratorConfig:
+    """Report generator: projector + knowledge fusion + causal LM (LoRA)."""
+
+    lm_path: str = "smollm2"  # "smollm2" = packaged SmolLM2-135M-Instruct GGUF; else a local HF dir
+    lora_rank: int = 8  # 0 disables LoRA (frozen LM, projector and fusion only)
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_targets: tuple[str, ...] = ("q_proj", "v_proj")
+    use_knowledge: bool = True  # inject the knowledge-graph prompt
+    max_knowledge_tokens: int = 48
+    max_report_tokens: int = 96
+    max_triples_per_finding: int = 2
+    finding_threshold: float = 0.5  # predicted probability above which a finding drives the prompt
+    question: str = "Write the findings section of the chest X-ray report."
+    # decoding
+    num_beams: int = 3
+    max_new_tokens: int = 80
+    min_new_tokens: int = 10
+    repetition_penalty: float = 1.1
+    no_repeat_ngram_size: int = 4
+    length_penalty: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings shared by the three stages."""
+
+    seed: int = 42
+    teacher_epochs: int = 6
+    student_epochs: int = 6
+    generator_epochs: int = 3
+    batch_size: int = 16
+    generator_batch_size: int = 8
+    lr_encoder: float = 3e-4
+    lr_generator: float = 5e-4
+    weight_decay: float = 1e-4
+    warmup_steps: int = 50
+    grad_clip: float = 1.0
+    num_workers: int = 0
+    limit: int | None = None  # use only the first N training studies (smoke tests)
+    eval_limit: int | None = 100  # val studies scored after each generator epoch
+
+
+@dataclass
+class MedKitConfig:
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    observations: tuple[str, ...] = OBSERVATIONS
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "MedKitConfig":
+        def build(kind, values):
+            names = {f.name for f in dataclasses.fields(kind)}
+            unknown = set(values) - names
+            if unknown:
+                raise ValueError(f"unknown {kind.__name__} keys: {sorted(unknown)}")
+            out = {}
+            for f in dataclasses.fields(kind):
+                if f.name in values:
+                    v = values[f.name]
+                    out[f.name] = tuple(v) if isinstance(v, list) else v
+            return kind(**out)
+
+        return cls(
+            encoder=build(EncoderConfig, raw.get("encoder", {})),
+            distill=build(DistillConfig, raw.get("distill", {})),
+            generator=build(GeneratorConfig, raw.get("generator", {})),
+            train=build(TrainConfig, raw.get("train", {})),
+            observations=tuple(raw.get("observations", OBSERVATIONS)),
+        )
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "MedKitConfig":
+        path = Path(path)
+        try:
+            raw = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"{path}: cannot read MedKit config ({e})") from e
+        return cls.from_dict(raw)
+
+    def override(self, pairs: list[str]) -> "MedKitConfig":
+        """Apply ``section.key=value`` overrides (values parsed as JSON, else strings)."""
+        raw = self.to_dict()
+        for pair in pairs:
+            if "=" not in pair or "." not in pair.split("=", 1)[0]:
+                raise ValueError(f"override must look like section.key=value, got {pair!r}")
+            key, value = pair.split("=", 1)
+            section, name = key.split(".", 1)
+            if section not in raw or not isinstance(raw[section], dict) or name not in raw[section]:
+                raise ValueError(f"unknown config key {key!r}")
+            try:
+                raw[section][name] = json.loads(value)
+            except json.JSONDecodeError:
+                raw[section][name] = value
+        return MedKitConfig.from_dict(raw)

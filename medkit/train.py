@@ -1,0 +1,427 @@
+"""Three-stage training: teacher -> student (multi-level distillation) -> report generator.
+
+    medkit train --data ../shared/data --out runs/cxr             # all stages, resumable
+    torchrun --nproc_per_node 2 -m medkit.cli train --data ... --out ...   # same, DDP
+
+- teacher: Lite0 encoder trained on labeler labels (BCE), then frozen.
+- student: truncated Lite0 trained with KL to the teacher's label distribution, projected
+  feature losses at three depths and its own BCE head (``medkit.distill``). The frozen
+  teacher's outputs are computed once per run and kept in memory (no augmentation, so they
+  are the same every epoch).
+- generator: the student is frozen; its visual tokens are computed once, then the projector,
+  knowledge fusion and LoRA adapters train with cross-entropy on report tokens. The knowledge
+  prompt comes from the ground-truth labels of the report (labeler), not from predictions.
+
+Every stage writes ``OUT/<stage>/state.pt`` (trainable tensors, optimiser, step, RNG) every
+``ckpt_every`` steps and at each epoch end, atomically; rerunning the same command resumes
+from the last one and skips the finished stages. The final model (trainable tensors only +
+config) lands in ``OUT/model``. Under torchrun (WORLD_SIZE > 1) each process takes its share
+of the batches through DistributedSampler and gradients are all-reduced by DDP (gloo on CPU,
+NCCL on GPUs); only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
+
+from medkit.config import MedKitConfig
+from medkit.data import Study, load_studies
+from medkit.distill import FeatureProjectors, distillation_loss
+from medkit.encoders import CXREncoder
+from medkit.images import ImageInputError, load_cxr, order_views, to_model_input
+from medkit.labeler import label_report, positive_findings, to_binary
+from medkit.model import MedKitCXR, atomic_save_safetensors
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("teacher", "student", "generator")
+
+
+# ---- distributed helpers ---------------------------------------------------------------------
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed() -> Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Dist(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend)
+    rank = dist.get_rank()
+    device = torch.device("cpu")
+    if backend == "nccl":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    return Dist(rank, world, device)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def epoch_order(n: int, seed: int, epoch: int, d: Dist) -> list[int]:
+    """This rank's share of a seeded permutation (DistributedSampler semantics, padded)."""
+    g = torch.Generator().manual_seed(seed + epoch)
+    perm = torch.randperm(n, generator=g).tolist()
+    total = math.ceil(n / d.world) * d.world
+    perm += perm[: total - n]
+    return perm[d.rank : total : d.world]
+
+
+def make_batches(order: list[int], batch_size: int, lengths: list[int] | None, seed: int) -> list[list[int]]:
+    """Batches in ``order``; with ``lengths``, items of similar length share a batch (less padding):
+    windows of 16 batches are sorted by length, cut into batches, and the batches shuffled."""
+    if lengths is None:
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    window = batch_size * 16
+    batches = []
+    for i in range(0, len(order), window):
+        chunk = sorted(order[i : i + window], key=lambda j: lengths[j])
+        batches += [chunk[k : k + batch_size] for k in range(0, len(chunk), batch_size)]
+    random.Random(seed).shuffle(batches)
+    return batches
+
+
+# ---- data ------------------------------------------------------------------------------------
+class StudyTensors:
+    """Images of every study preprocessed once: (V, 1, S, S) float16 and labels (14,)."""
+
+    def __init__(self, studies: list[Study], cfg: MedKitConfig, show: bool = True):
+        size, max_views = cfg.encoder.image_size, cfg.encoder.max_views
+        self.studies, self.images, self.masks, self.labels, self.findings = [], [], [], [], []
+        skipped = 0
+        for s in tqdm(studies, desc="loading images", disable=not show):
+            present = [i for i, p in enumerate(s.images) if p.exists()]
+            if not present or not s.report.strip():
+                skipped += 1
+                continue
+            paths = [s.images[i] for i in present]
+            views = [s.views[i] for i in present] if s.views else None
+            try:
+                arrays = [load_cxr(paths[i]) for i in order_views(paths, views, max_views)]
+            except ImageInputError as e:
+                logger.warning("skipping study %s: %s", s.id, e)
+                skipped += 1
+                continue
+            x = torch.zeros(max_views, 1, size, size, dtype=torch.float16)
+            for v, a in enumerate(arrays):
+                x[v, 0] = torch.from_numpy(to_model_input(a, size))
+            m = torch.zeros(max_views, dtype=torch.bool)
+            m[: len(arrays)] = True
+            labels = label_report(s.report)
+            self.studies.append(s), self.images.append(x), self.masks.append(m)
+            self.labels.append(torch.tensor(to_binary(labels, cfg.distill.uncertain_as)))
+            self.findings.append(positive_findings(labels))
+        if skipped:
+            logger.warning("%d studies skipped (no image on disk, unreadable image or empty report)", skipped)
+        if not self.studies:
+            raise ValueError("no usable study (each needs a readable image and a report)")
+
+    def __len__(self) -> int:
+        return len(self.studies)
+
+    def batch(self, idx: list[int], device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = torch.stack([self.images[i] for i in idx]).float().to(device)
+        return x, torch.stack([self.masks[i] for i in idx]).to(device), torch.stack([self.labels[i] for i in idx]).to(device)
+
+
+# ---- checkpointing ---------------------------------------------------------------------------
+def save_state(path: Path, module: torch.nn.Module, opt, sched, epoch: int, step: int, extra: dict | None = None) -> None:
+    """Trainable tensors + optimiser + position + RNG, written atomically."""
+    state = {
+        "model": {k: v for k, v in module.state_dict().items() if k in trainable_names(module)},
+        "opt": opt.state_dict(), "sched": sched.state_dict(), "epoch": epoch, "step": step,
+        "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+        "extra": extra or {},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def trainable_names(module: torch.nn.Module) -> set[str]:
+    names = {n for n, p in module.named_parameters() if p.requires_grad}
+    # BatchNorm running statistics are state too (buffers of trainable submodules).
+    names |= {n for n, _ in module.named_buffers() if not n.startswith("lm.") and not n.startswith("teacher.")}
+    return names
+
+
+def load_state(path: Path, module: torch.nn.Module, opt, sched) -> tuple[int, int, dict]:
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    module.load_state_dict(state["model"], strict=False)
+    opt.load_state_dict(state["opt"])
+    sched.load_state_dict(state["sched"])
+    torch.set_rng_state(state["rng"]["torch"])
+    np.random.set_state(state["rng"]["numpy"])
+    random.setstate(state["rng"]["python"])
+    return state["epoch"], state["step"], state.get("extra", {})
+
+
+def make_optimizer(module, lr, cfg: MedKitConfig, total_steps: int):
+    params = [p for p in module.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.train.weight_decay)
+    warm = min(cfg.train.warmup_steps, max(1, total_steps // 10))
+
+    def lr_at(step):  # linear warm-up, cosine decay to 10 %
+        if step < warm:
+            return (step + 1) / warm
+        t = (step - warm) / max(1, total_steps - warm)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+
+
+# ---- generic loop ----------------------------------------------------------------------------
+def run_loop(name: str, module: torch.nn.Module, loss_fn, n_items: int, batch_size: int, epochs: int, lr: float,
+             cfg: MedKitConfig, out: Path, d: Dist, ckpt_every: int, on_epoch_end=None,
+             lengths: list[int] | None = None) -> list[dict]:
+    """Seeded, resumable epochs over ``n_items``; ``loss_fn(module, idx) -> (loss, logs)``."""
+    steps_per_epoch = math.ceil(math.ceil(n_items / d.world) / batch_size)
+    total = steps_per_epoch * epochs
+    opt, sched = make_optimizer(module, lr, cfg, total)
+    ckpt = out / name / "state.pt"
+    history_path = out / name / "history.jsonl"
+    epoch, step, extra = 0, 0, {}
+    if ckpt.exists():
+        epoch, step, extra = load_state(ckpt, module, opt, sched)
+        logger.info("%s: resuming at epoch %d step %d", name, epoch, step)
+    model = DDP(module, find_unused_parameters=True) if d.world > 1 else module
+    history = extra.get("history", [])
+    if d.main:
+        history_path.parent.mkdir(parents=True, exist_ok=True)
+    while epoch < epochs:
+        batches = make_batches(epoch_order(n_items, cfg.train.seed, epoch, d), batch_size, lengths,
+                               cfg.train.seed + epoch)
+        module.train()
+        bar = tqdm(total=len(batches), initial=step, desc=f"{name} epoch {epoch + 1}/{epochs}", disable=not d.main)
+        for b in range(step, len(batches)):
+            loss, logs = loss_fn(model, batches[b])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([p for p in module.parameters() if p.requires_grad], cfg.train.grad_clip)
+            opt.step()
+            sched.step()
+            rec = {"epoch": epoch, "step": b, "loss": float(loss), **{k: float(v) for k, v in logs.items()}}
+            history.append(rec)
+            bar.set_postfix(loss=f"{rec['loss']:.4f}")
+            bar.update(1)
+            if d.main:
+                with open(history_path, "a") as f:
+                    f.write(json.dumps(rec) + "\n")
+                if ckpt_every and (b + 1) % ckpt_every == 0 and b + 1 < len(batches):
+                    save_state(ckpt, module, opt, sched, epoch, b + 1, {"history": history})
+        bar.close()
+        epoch, step = epoch + 1, 0
+        if on_epoch_end is not None:
+            extra_logs = on_epoch_end(epoch)
+            if extra_logs and d.main:
+                history.append({"epoch": epoch - 1, **extra_logs})
+                with open(history_path, "a") as f:
+                    f.write(json.dumps({"epoch": epoch - 1, **extra_logs}) + "\n")
+        if d.main:
+            save_state(ckpt, module, opt, sched, epoch, 0, {"history": history})
+    module.eval()
+    return history
+
+
+def stage_done(out: Path, name: str) -> bool:
+    return (out / name / "done").exists()
+
+
+def mark_done(out: Path, name: str, d: Dist) -> None:
+    if d.main:
+        (out / name / "done").write_text(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
+    if d.world > 1:
+        dist.barrier()
+
+
+# ---- stages ----------------------------------------------------------------------------------
+def train_teacher(cfg: MedKitConfig, train: StudyTensors, out: Path, d: Dist, ckpt_every: int) -> CXREncoder:
+    teacher = CXREncoder(cfg.encoder, "teacher").to(d.device)
+    path = out / "teacher" / "teacher.safetensors"
+    if stage_done(out, "teacher"):
+        from safetensors.torch import load_file
+
+        teacher.load_state_dict(load_file(str(path)))
+        return teacher.eval().requires_grad_(False)
+
+    def loss_fn(model, idx):
+        x, m, y = train.batch(idx, d.device)
+        logits = model(x, m).logits
+        return F.binary_cross_entropy_with_logits(logits, y), {}
+
+    run_loop("teacher", teacher, loss_fn, len(train), cfg.train.batch_size, cfg.train.teacher_epochs,
+             cfg.train.lr_encoder, cfg, out, d, ckpt_every)
+    if d.main:
+        atomic_save_safetensors(teacher.state_dict(), path)
+    mark_done(out, "teacher", d)
+    return teacher.eval().requires_grad_(False)
+
+
+class StudentWithProjectors(torch.nn.Module):
+    def __init__(self, student: CXREncoder, teacher_channels: tuple[int, ...]):
+        super().__init__()
+        self.student = student
+        self.projectors = FeatureProjectors(student.level_channels, teacher_channels)
+
+
+@torch.no_grad()
+def teacher_targets(teacher: CXREncoder, data: StudyTensors, d: Dist, bs: int = 32):
+    """Teacher logits and features for every study, computed once (float16 to halve memory)."""
+    logits, feats = [], []
+    for i in tqdm(range(0, len(data), bs), desc="teacher features", disable=not d.main):
+        x, m, _ = data.batch(list(range(i, min(i + bs, len(data)))), d.device)
+        o = teacher(x, m)
+        logits.append(o.logits.cpu())
+        feats.append([f.half().cpu() for f in o.features])
+    levels = [torch.cat([f[k] for f in feats]) for k in range(len(feats[0]))]  # each (N*V, C, h, w)
+    return torch.cat(logits), levels
+
+
+def train_student(cfg: MedKitConfig, teacher: CXREncoder, train: StudyTensors, out: Path, d: Dist,
+                  ckpt_every: int) -> CXREncoder:
+    student = CXREncoder(cfg.encoder, "student")
+    wrapped = StudentWithProjectors(student, teacher.level_channels).to(d.device)
+    path = out / "student" / "student.safetensors"
+    if stage_done(out, "student"):
+        from safetensors.torch import load_file
+
+        student.load_state_dict(load_file(str(path)))
+        return student.eval()
+    t_logits, t_feats = teacher_targets(teacher, train, d)
+    V = cfg.encoder.max_views
+
+    def loss_fn(model, idx):
+        x, m, y = train.batch(idx, d.device)
+        inner = model.module if isinstance(model, DDP) else model
+        o = inner.student(x, m)
+        rows = torch.tensor([i * V + v for i in idx for v in range(V)])
+        tf = [f[rows].to(d.device).float() for f in t_feats]
+        losses = distillation_loss(cfg.distill, inner.projectors, o.features, o.logits, tf,
+                                   t_logits[idx].to(d.device), y)
+        return losses.total, {"kl": losses.kl, "feature": losses.feature, "label": losses.label}
+
+    run_loop("student", wrapped, loss_fn, len(train), cfg.train.batch_size, cfg.train.student_epochs,
+             cfg.train.lr_encoder, cfg, out, d, ckpt_every)
+    if d.main:
+        atomic_save_safetensors(student.state_dict(), path)
+    mark_done(out, "student", d)
+    return student.eval()
+
+
+@torch.no_grad()
+def student_tokens(student: CXREncoder, data: StudyTensors, d: Dist, bs: int = 32):
+    toks, masks = [], []
+    for i in tqdm(range(0, len(data), bs), desc="student tokens", disable=not d.main):
+        x, m, _ = data.batch(list(range(i, min(i + bs, len(data)))), d.device)
+        o = student(x, m)
+        toks.append(o.tokens.cpu()), masks.append(o.token_mask.cpu())
+    return torch.cat(toks), torch.cat(masks)
+
+
+def train_generator(cfg: MedKitConfig, student: CXREncoder, train: StudyTensors, val: StudyTensors | None,
+                    out: Path, d: Dist, ckpt_every: int, lm=None, tokenizer=None) -> MedKitCXR:
+    student.requires_grad_(False)
+    model = MedKitCXR(cfg, student=student, lm=lm, tokenizer=tokenizer).to(d.device)
+    gen = model.generator
+    tr_tok, tr_mask = student_tokens(student, train, d)
+    va = student_tokens(student, val, d) if val is not None and len(val) else None
+
+    def knowledge(data: StudyTensors, i: int) -> str:
+        return model.knowledge_for(data.findings[i])[0]
+
+    def loss_fn(m, idx):
+        k = [knowledge(train, i) for i in idx]
+        r = [train.studies[i].report for i in idx]
+        out_ = m(tr_tok[idx].to(d.device), tr_mask[idx].to(d.device), k, r)
+        return out_.loss, {}
+
+    @torch.no_grad()
+    def val_loss(epoch: int) -> dict:
+        if va is None:
+            return {}
+        gen.eval()
+        n = min(len(val), cfg.train.eval_limit or len(val))
+        total = 0.0
+        for i in range(0, n, cfg.train.generator_batch_size):
+            idx = list(range(i, min(i + cfg.train.generator_batch_size, n)))
+            o = gen(va[0][idx].to(d.device), va[1][idx].to(d.device), [knowledge(val, j) for j in idx],
+                    [val.studies[j].report for j in idx])
+            total += float(o.loss) * len(idx)
+        gen.train()
+        logger.info("generator epoch %d: val loss %.4f", epoch, total / n)
+        return {"val_loss": total / n}
+
+    lengths = [len(s.report) + len(knowledge(train, i)) for i, s in enumerate(train.studies)]
+    run_loop("generator", gen, loss_fn, len(train), cfg.train.generator_batch_size, cfg.train.generator_epochs,
+             cfg.train.lr_generator, cfg, out, d, ckpt_every, on_epoch_end=val_loss, lengths=lengths)
+    mark_done(out, "generator", d)
+    return model.eval()
+
+
+def train(cfg: MedKitConfig, data: str | Path, out: str | Path, lm=None, tokenizer=None, ckpt_every: int = 50,
+          val_data: str | Path | None = None) -> Path:
+    """Run (or resume) all stages; returns the final model directory ``OUT/model``."""
+    out = Path(out)
+    d = init_distributed()
+    torch.set_num_threads(max(1, torch.get_num_threads() // d.world))
+    seed_everything(cfg.train.seed + d.rank)
+    if d.main:
+        out.mkdir(parents=True, exist_ok=True)
+        prev = out / "config.json"
+        if prev.exists() and MedKitConfig.load(prev).to_dict() != cfg.to_dict():
+            raise ValueError(f"{out} holds a run with another config; use a new --out or the same settings")
+        cfg.save(prev)
+    studies = load_studies(data, "train")
+    if cfg.train.limit:
+        studies = studies[: cfg.train.limit]
+    try:
+        val_studies = load_studies(val_data or data, "val")
+    except ValueError:
+        val_studies = []
+    if cfg.train.eval_limit:
+        val_studies = val_studies[: cfg.train.eval_limit]
+    logger.info("training on %d studies, validating on %d", len(studies), len(val_studies))
+    train_set = StudyTensors(studies, cfg, show=d.main)
+    val_set = StudyTensors(val_studies, cfg, show=d.main) if val_studies else None
+    teacher = train_teacher(cfg, train_set, out, d, ckpt_every)
+    student = train_student(cfg, teacher, train_set, out, d, ckpt_every)
+    del teacher
+    model = train_generator(cfg, student, train_set, val_set, out, d, ckpt_every, lm, tokenizer)
+    final = out / "model"
+    if d.main:
+        model.save(final)
+        logger.info("model written to %s", final)
+    if d.world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return final
