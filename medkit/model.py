@@ -79,7 +79,8 @@ class MedKitCXR(torch.nn.Module):
         super().__init__()
         self.cfg = cfg
         self.student = student or CXREncoder(cfg.encoder, "student")
-        self.generator = generator or ReportGenerator(cfg.generator, self.student.out_channels, lm, tokenizer)
+        n_tokens = cfg.encoder.max_views * cfg.encoder.tokens_grid**2
+        self.generator = generator or ReportGenerator(cfg.generator, self.student.out_channels, n_tokens, lm, tokenizer)
         self.kg = kg or KnowledgeGraph.load()
 
     # ---- persistence ---------------------------------------------------------------------

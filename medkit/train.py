@@ -171,7 +171,7 @@ def save_state(path: Path, module: torch.nn.Module, opt, sched, epoch: int, step
 def trainable_names(module: torch.nn.Module) -> set[str]:
     names = {n for n, p in module.named_parameters() if p.requires_grad}
     # BatchNorm running statistics are state too (buffers of trainable submodules).
-    names |= {n for n, _ in module.named_buffers() if not n.startswith("lm.") and not n.startswith("teacher.")}
+    names |= {n for n, _ in module.named_buffers() if not n.startswith("lm.")}
     return names
 
 
@@ -274,12 +274,12 @@ def train_teacher(cfg: MedKitConfig, train: StudyTensors, out: Path, d: Dist, ck
         teacher.load_state_dict(load_file(str(path)))
         return teacher.eval().requires_grad_(False)
 
-    def loss_fn(model, idx):
-        x, m, y = train.batch(idx, d.device)
-        logits = model(x, m).logits
-        return F.binary_cross_entropy_with_logits(logits, y), {}
+    task = TeacherTask(teacher)
 
-    run_loop("teacher", teacher, loss_fn, len(train), cfg.train.batch_size, cfg.train.teacher_epochs,
+    def loss_fn(model, idx):
+        return model(*train.batch(idx, d.device)), {}
+
+    run_loop("teacher", task, loss_fn, len(train), cfg.train.batch_size, cfg.train.teacher_epochs,
              cfg.train.lr_encoder, cfg, out, d, ckpt_every)
     if d.main:
         atomic_save_safetensors(teacher.state_dict(), path)
@@ -287,11 +287,28 @@ def train_teacher(cfg: MedKitConfig, train: StudyTensors, out: Path, d: Dist, ck
     return teacher.eval().requires_grad_(False)
 
 
-class StudentWithProjectors(torch.nn.Module):
-    def __init__(self, student: CXREncoder, teacher_channels: tuple[int, ...]):
+# Each stage's loss is computed inside a module's forward so that DDP sees the whole step.
+class TeacherTask(torch.nn.Module):
+    def __init__(self, teacher: CXREncoder):
         super().__init__()
+        self.teacher = teacher
+
+    def forward(self, x, view_mask, labels):
+        return F.binary_cross_entropy_with_logits(self.teacher(x, view_mask).logits, labels)
+
+
+class StudentTask(torch.nn.Module):
+    def __init__(self, cfg: MedKitConfig, student: CXREncoder, teacher_channels: tuple[int, ...]):
+        super().__init__()
+        self.cfg = cfg
         self.student = student
         self.projectors = FeatureProjectors(student.level_channels, teacher_channels)
+
+    def forward(self, x, view_mask, labels, teacher_feats, teacher_logits):
+        o = self.student(x, view_mask)
+        losses = distillation_loss(self.cfg.distill, self.projectors, o.features, o.logits, teacher_feats,
+                                   teacher_logits, labels)
+        return losses.total, {"kl": losses.kl, "feature": losses.feature, "label": losses.label}
 
 
 @torch.no_grad()
@@ -310,7 +327,7 @@ def teacher_targets(teacher: CXREncoder, data: StudyTensors, d: Dist, bs: int = 
 def train_student(cfg: MedKitConfig, teacher: CXREncoder, train: StudyTensors, out: Path, d: Dist,
                   ckpt_every: int) -> CXREncoder:
     student = CXREncoder(cfg.encoder, "student")
-    wrapped = StudentWithProjectors(student, teacher.level_channels).to(d.device)
+    task = StudentTask(cfg, student, teacher.level_channels).to(d.device)
     path = out / "student" / "student.safetensors"
     if stage_done(out, "student"):
         from safetensors.torch import load_file
@@ -321,16 +338,11 @@ def train_student(cfg: MedKitConfig, teacher: CXREncoder, train: StudyTensors, o
     V = cfg.encoder.max_views
 
     def loss_fn(model, idx):
-        x, m, y = train.batch(idx, d.device)
-        inner = model.module if isinstance(model, DDP) else model
-        o = inner.student(x, m)
         rows = torch.tensor([i * V + v for i in idx for v in range(V)])
         tf = [f[rows].to(d.device).float() for f in t_feats]
-        losses = distillation_loss(cfg.distill, inner.projectors, o.features, o.logits, tf,
-                                   t_logits[idx].to(d.device), y)
-        return losses.total, {"kl": losses.kl, "feature": losses.feature, "label": losses.label}
+        return model(*train.batch(idx, d.device), tf, t_logits[idx].to(d.device))
 
-    run_loop("student", wrapped, loss_fn, len(train), cfg.train.batch_size, cfg.train.student_epochs,
+    run_loop("student", task, loss_fn, len(train), cfg.train.batch_size, cfg.train.student_epochs,
              cfg.train.lr_encoder, cfg, out, d, ckpt_every)
     if d.main:
         atomic_save_safetensors(student.state_dict(), path)

@@ -51,6 +51,7 @@ def tiny_lm_dir(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      initializer_range=0.5,  # large embeddings: a frozen random head can still fit
                       tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
     out = tmp_path_factory.mktemp("tiny_lm")
     LlamaForCausalLM(cfg).save_pretrained(out)
@@ -73,6 +74,38 @@ def tiny_manifest(tmp_path) -> Path:
 
 TINY_OVERRIDES = [
     "encoder.image_size=64", "train.teacher_epochs=2", "train.student_epochs=2", "train.generator_epochs=8",
-    "train.batch_size=2", "train.generator_batch_size=2", "train.warmup_steps=1", "train.lr_generator=0.003",
+    "train.batch_size=2", "train.generator_batch_size=2", "train.warmup_steps=1", "train.lr_generator=0.01",
+    'generator.lora_targets=["q_proj", "v_proj", "o_proj", "down_proj"]',
     "generator.max_report_tokens=24", "generator.max_new_tokens=8", "generator.num_beams=1",
 ]
+
+
+def write_tiny_iu_folder(root: Path) -> Path:
+    """A folder in the IU X-ray layout (iu_xray/annotation.json + images/) over the samples."""
+    import shutil
+
+    iu = root / "iu_xray"
+    (iu / "images").mkdir(parents=True, exist_ok=True)
+    for p in (NIH_PNG, NIH_PNG_2):
+        shutil.copy(p, iu / "images" / p.name)
+
+    def rec(i, split, names, report):
+        return {"id": f"{split}{i}", "split": split, "report": report,
+                "images": [{"file": f"images/{n}", "openi_id": n, "view": None} for n in names]}
+
+    names = [NIH_PNG.name, NIH_PNG_2.name]
+    ann = {"train": [rec(i, "train", names[i % 2 :] + names[: i % 2], r) for i, r in enumerate(TINY_REPORTS)],
+           "val": [rec(0, "val", names, TINY_REPORTS[0]), rec(1, "val", names[::-1], TINY_REPORTS[1])]}
+    (iu / "annotation.json").write_text(json.dumps(ann))
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_lm_dir) -> Path:
+    """A MedKit model trained for a few steps on the samples with the tiny LM (all three stages)."""
+    from medkit.config import MedKitConfig
+    from medkit.train import train
+
+    data = write_tiny_iu_folder(tmp_path_factory.mktemp("tiny_data"))
+    cfg = MedKitConfig().override(TINY_OVERRIDES + [f"generator.lm_path={tiny_lm_dir}"])
+    return train(cfg, data, tmp_path_factory.mktemp("tiny_run"), ckpt_every=0)
