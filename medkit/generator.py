@@ -149,6 +149,10 @@ class ReportGenerator(nn.Module):
         heads = next(h for h in (8, 6, 4, 3, 2, 1) if width % h == 0)
         self.fusion = KnowledgeFusion(width, heads)
         self.pre_ids, self.post_template = self._split_template()
+        # Token ids that occur in training reports: decoding may be restricted to them.
+        self.register_buffer("report_vocab", torch.zeros(0, dtype=torch.long))
+        self._vocab_map: torch.Tensor | None = None  # pruned id -> tokenizer id, once optimised
+        self._prompt_embed: torch.Tensor | None = None  # full embedding table kept for prompts
 
     # ---- prompt construction -------------------------------------------------------------
     def _split_template(self) -> tuple[list[int], str]:
@@ -177,8 +181,8 @@ class ReportGenerator(nn.Module):
         return ids + [self.tokenizer.eos_token_id]
 
     def _embed(self, ids: list[int]) -> torch.Tensor:
-        emb = self.lm.get_input_embeddings()
-        return emb(torch.tensor(ids, dtype=torch.long, device=emb.weight.device))
+        table = self._prompt_embed if self._prompt_embed is not None else self.lm.get_input_embeddings().weight
+        return table[torch.tensor(ids, dtype=torch.long, device=table.device)]
 
     def build_inputs(self, tokens: torch.Tensor, token_mask: torch.Tensor, knowledge: list[str],
                      reports: list[str] | None = None, left_pad: bool = False):
@@ -239,6 +243,42 @@ class ReportGenerator(nn.Module):
         loss = F.cross_entropy(logits.float(), target[keep])
         return GeneratorOutput(loss, None)
 
+    def set_report_vocab(self, reports: list[str]) -> None:
+        ids: set[int] = set()
+        for r in reports:
+            ids.update(self.report_ids(r))
+        self.report_vocab = torch.tensor(sorted(ids), dtype=torch.long)
+
+    @torch.no_grad()
+    def optimize_for_inference(self) -> None:
+        """Inference-only speed-ups, same weights: merge LoRA into the LM and, when the model
+        knows its report vocabulary and ``prune_vocab`` is set, give the LM an embedding/head
+        of only those tokens (the 49k-token head dominates a 135M model's per-token cost).
+        Afterwards the generator can decode but no longer train or save."""
+        if self._prompt_embed is not None:
+            return
+        if hasattr(self.lm, "merge_and_unload"):
+            self.lm = self.lm.merge_and_unload()
+        self.lm.eval()
+        full = self.lm.get_input_embeddings().weight.detach()
+        self._prompt_embed = full
+        if self.cfg.prune_vocab and len(self.report_vocab):
+            keep = torch.unique(torch.cat([self.report_vocab, torch.tensor([self.tokenizer.eos_token_id])]))
+            emb = nn.Embedding(len(keep), full.shape[1])
+            emb.weight = nn.Parameter(full[keep].clone(), requires_grad=False)
+            head = nn.Linear(full.shape[1], len(keep), bias=False)
+            head.weight = emb.weight  # tied, as in SmolLM2
+            self.lm.set_input_embeddings(emb)
+            self.lm.set_output_embeddings(head)
+            self.lm.config.vocab_size = len(keep)
+            self._vocab_map = keep
+        self.lm.requires_grad_(False)
+
+    def _pruned_id(self, token_id: int) -> int:
+        if self._vocab_map is None:
+            return token_id
+        return int((self._vocab_map == token_id).nonzero()[0, 0])
+
     @torch.no_grad()
     def generate(self, tokens, token_mask, knowledge: list[str], **overrides) -> list[str]:
         cfg = self.cfg
@@ -246,23 +286,30 @@ class ReportGenerator(nn.Module):
         kwargs = dict(num_beams=cfg.num_beams, max_new_tokens=cfg.max_new_tokens, min_new_tokens=cfg.min_new_tokens,
                       repetition_penalty=cfg.repetition_penalty, no_repeat_ngram_size=cfg.no_repeat_ngram_size,
                       length_penalty=cfg.length_penalty, do_sample=False,
-                      eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id)
+                      eos_token_id=self._pruned_id(self.tokenizer.eos_token_id),
+                      pad_token_id=self._pruned_id(self.tokenizer.pad_token_id))
         kwargs.update(overrides)
         kwargs["min_new_tokens"] = min(kwargs["min_new_tokens"], kwargs["max_new_tokens"])
         if kwargs["num_beams"] <= 1:
             kwargs.pop("length_penalty")
         out = self.lm.generate(inputs_embeds=inputs, attention_mask=attn, **kwargs)
+        if self._vocab_map is not None:
+            out = self._vocab_map[out]
         return [self.tokenizer.decode(o, skip_special_tokens=True).strip() for o in out]
 
     # ---- trainable tensors only -----------------------------------------------------------
     def trainable_state(self) -> dict[str, torch.Tensor]:
+        if self._prompt_embed is not None:
+            raise RuntimeError("generator was optimised for inference (LoRA merged); save it before optimising")
         return {k: v for k, v in self.state_dict().items() if not k.startswith("lm.") or "lora_" in k}
 
     def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
+        state = dict(state)
+        self.report_vocab = state.pop("report_vocab", torch.zeros(0, dtype=torch.long)).clone()
         missing, unexpected = self.load_state_dict(state, strict=False)
         if unexpected:
             raise ValueError(f"checkpoint has tensors this generator lacks: {unexpected[:5]}")
         need = set(self.trainable_state())
-        absent = sorted(need & set(missing))
+        absent = sorted((need & set(missing)) - {"report_vocab"})
         if absent:
             raise ValueError(f"checkpoint lacks generator tensors: {absent[:5]}")

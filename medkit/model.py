@@ -96,8 +96,12 @@ class MedKitCXR(torch.nn.Module):
         self.cfg.save(model_dir / CONFIG_FILE)
 
     @classmethod
-    def load(cls, model_dir: str | Path | None = None, lm_path: str | None = None) -> "MedKitCXR":
-        """Load a model directory (default: the shipped model); ``lm_path`` overrides the LM."""
+    def load(cls, model_dir: str | Path | None = None, lm_path: str | None = None,
+             optimize: bool = True) -> "MedKitCXR":
+        """Load a model directory (default: the shipped model); ``lm_path`` overrides the LM.
+
+        ``optimize`` merges LoRA and prunes the vocabulary for fast decoding (inference only);
+        pass False to fine-tune or re-save the loaded model."""
         from safetensors.torch import load_file
 
         model_dir = Path(model_dir) if model_dir else default_model_dir()
@@ -113,6 +117,8 @@ class MedKitCXR(torch.nn.Module):
         state = load_file(str(model_dir / WEIGHTS_FILE))
         model.student.load_state_dict({k[8:]: v for k, v in state.items() if k.startswith("student.")})
         model.generator.load_trainable_state({k[10:]: v for k, v in state.items() if k.startswith("generator.")})
+        if optimize:
+            model.generator.optimize_for_inference()
         return model.eval()
 
     # ---- inference -----------------------------------------------------------------------

@@ -397,6 +397,7 @@ def train_generator(cfg: MedKitConfig, student: CXREncoder, train: StudyTensors,
     run_loop("generator", gen, loss_fn, len(train), cfg.train.generator_batch_size, cfg.train.generator_epochs,
              cfg.train.lr_generator, cfg, out, d, ckpt_every, on_epoch_end=val_loss, lengths=lengths)
     mark_done(out, "generator", d)
+    gen.set_report_vocab([s.report for s in train.studies])
     return model.eval()
 
 

@@ -167,3 +167,40 @@ def test_load_rejects_non_model_dir(tmp_path):
 
     with pytest.raises(ValueError, match="not a MedKit model directory"):
         MedKitCXR.load(tmp_path)
+
+
+def _tiny_model(tiny_lm_dir, vocab_reports=None):
+    from medkit.model import MedKitCXR
+
+    cfg = MedKitConfig().override([f"generator.lm_path={tiny_lm_dir}", "encoder.image_size=64",
+                                   "generator.num_beams=2", "generator.max_new_tokens=8",
+                                   "generator.min_new_tokens=8"])
+    torch.manual_seed(3)
+    model = MedKitCXR(cfg).eval()
+    if vocab_reports:
+        model.generator.set_report_vocab(vocab_reports)
+    return model
+
+
+def test_inference_optimisation_keeps_outputs_with_full_vocab(tiny_lm_dir):
+    from tests.conftest import NIH_PNG
+
+    model = _tiny_model(tiny_lm_dir)
+    ref = model.report_from_files([NIH_PNG])
+    model.generator.report_vocab = torch.arange(len(model.generator.tokenizer))
+    model.generator.optimize_for_inference()
+    assert model.generator._vocab_map is not None
+    assert model.report_from_files([NIH_PNG]) == ref
+    with pytest.raises(RuntimeError, match="optimised for inference"):
+        model.generator.trainable_state()
+
+
+def test_pruned_vocab_restricts_output_tokens(tiny_lm_dir):
+    from tests.conftest import NIH_PNG, TINY_REPORTS
+
+    model = _tiny_model(tiny_lm_dir, TINY_REPORTS)
+    model.generator.optimize_for_inference()
+    allowed = set(model.generator.report_vocab.tolist())
+    text = model.report_from_files([NIH_PNG])["report"]
+    ids = model.generator.tokenizer(" " + text, add_special_tokens=False).input_ids
+    assert text and set(ids) <= allowed | {model.generator.tokenizer.eos_token_id}
