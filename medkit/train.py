@@ -253,6 +253,21 @@ def run_loop(name: str, module: torch.nn.Module, loss_fn, n_items: int, batch_si
     return history
 
 
+# Settings a resumed run may change: how long to train and how much to validate.
+RESUMABLE_CHANGES = {"train.teacher_epochs", "train.student_epochs", "train.generator_epochs", "train.eval_limit"}
+
+
+def config_changes(a: MedKitConfig, b: MedKitConfig) -> set[str]:
+    da, db = a.to_dict(), b.to_dict()
+    out = set()
+    for section in da:
+        if isinstance(da[section], dict):
+            out |= {f"{section}.{k}" for k in da[section] if da[section][k] != db[section].get(k)}
+        elif da[section] != db[section]:
+            out.add(section)
+    return out
+
+
 def stage_done(out: Path, name: str) -> bool:
     return (out / name / "done").exists()
 
@@ -411,8 +426,11 @@ def train(cfg: MedKitConfig, data: str | Path, out: str | Path, lm=None, tokeniz
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
         prev = out / "config.json"
-        if prev.exists() and MedKitConfig.load(prev).to_dict() != cfg.to_dict():
-            raise ValueError(f"{out} holds a run with another config; use a new --out or the same settings")
+        if prev.exists():
+            changed = config_changes(MedKitConfig.load(prev), cfg) - RESUMABLE_CHANGES
+            if changed:
+                raise ValueError(f"{out} holds a run with another config ({', '.join(sorted(changed))} differ); "
+                                 "use a new --out or the same settings")
         cfg.save(prev)
     studies = load_studies(data, "train")
     if cfg.train.limit:

@@ -97,3 +97,13 @@ def test_ddp_two_cpu_processes(tmp_path, tiny_lm_dir, tiny_manifest):
     # 4 training studies, batch 2, 2 processes: each process takes 1 step per epoch (2 alone).
     steps = [h for h in _history(out, "generator") if "loss" in h]
     assert len(steps) == 2 and {h["epoch"] for h in steps} == {0, 1}
+
+
+def test_resume_may_change_epochs_only():
+    from medkit.config import MedKitConfig
+    from medkit.train import RESUMABLE_CHANGES, config_changes
+
+    base = MedKitConfig()
+    longer = base.override(["train.generator_epochs=9", "train.eval_limit=5"])
+    assert config_changes(base, longer) <= RESUMABLE_CHANGES
+    assert config_changes(base, base.override(["generator.lora_rank=4"])) == {"generator.lora_rank"}
