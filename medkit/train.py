@@ -456,3 +456,29 @@ def train(cfg: MedKitConfig, data: str | Path, out: str | Path, lm=None, tokeniz
         dist.barrier()
         dist.destroy_process_group()
     return final
+
+
+def export_model(run: str | Path, data: str | Path, out: str | Path) -> Path:
+    """Build a model directory from a run's latest checkpoints (student + generator state), e.g.
+    to promote an interrupted run's last good epoch; the report vocabulary comes from the
+    training reports in ``data``."""
+    from safetensors.torch import load_file
+
+    run, out = Path(run), Path(out)
+    cfg = MedKitConfig.load(run / "config.json")
+    student_file, gen_state = run / "student" / "student.safetensors", run / "generator" / "state.pt"
+    for f in (student_file, gen_state):
+        if not f.exists():
+            raise ValueError(f"{f}: missing; the run has not reached the generator stage")
+    student = CXREncoder(cfg.encoder, "student", pretrained=False)
+    student.load_state_dict(load_file(str(student_file)))
+    model = MedKitCXR(cfg, student=student.eval())
+    state = torch.load(gen_state, map_location="cpu", weights_only=False)
+    model.generator.load_trainable_state(state["model"])
+    studies = load_studies(data, "train")
+    if cfg.train.limit:
+        studies = studies[: cfg.train.limit]
+    model.generator.set_report_vocab([s.report for s in studies if s.report.strip()])
+    model.save(out)
+    logger.info("exported %s (generator epoch %d, step %d) to %s", run, state["epoch"], state["step"], out)
+    return out

@@ -107,3 +107,16 @@ def test_resume_may_change_epochs_only():
     longer = base.override(["train.generator_epochs=9", "train.eval_limit=5"])
     assert config_changes(base, longer) <= RESUMABLE_CHANGES
     assert config_changes(base, base.override(["generator.lora_rank=4"])) == {"generator.lora_rank"}
+
+
+def test_export_matches_final_model(tiny_model_dir, tmp_path):
+    from medkit.train import export_model
+    from tests.conftest import write_tiny_iu_folder
+
+    run = tiny_model_dir.parent
+    out = export_model(run, write_tiny_iu_folder(tmp_path / "d"), tmp_path / "exported")
+    a = load_file(str(tiny_model_dir / "model.safetensors"))
+    b = load_file(str(out / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
