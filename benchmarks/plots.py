@@ -35,7 +35,9 @@ def training_curves(run: Path, out: Path) -> None:
             ax.set_title(f"{stage}: no history")
             continue
         rows = [json.loads(x) for x in path.read_text().splitlines()]
-        steps = [r for r in rows if "loss" in r]
+        # A resumed run appends the steps it redoes after its last checkpoint: keep the last copy.
+        last = {(r["epoch"], r["step"]): r for r in rows if "loss" in r}
+        steps = [last[k] for k in sorted(last)]
         ax.plot(smooth([r["loss"] for r in steps]), label="train loss (smoothed)")
         for key in ("kl", "feature", "label"):
             if steps and key in steps[0]:

@@ -1,4 +1,4 @@
-"""``medkit`` command line: train, generate, evaluate.
+"""``medkit`` command line: train, generate, evaluate, export.
 
     medkit generate medkit/data/samples/nih_00000001_000.png --json
     medkit train --data ../shared/data --out runs/cxr
@@ -31,6 +31,13 @@ def _add_train(sub) -> None:
     p.add_argument("--ckpt-every", type=int, default=50, help="checkpoint every N optimiser steps")
 
 
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="write a model directory from a run's latest checkpoints")
+    p.add_argument("--run", required=True, help="run folder of `medkit train`")
+    p.add_argument("--data", required=True, help="the run's training data (for the report vocabulary)")
+    p.add_argument("--out", required=True, help="model directory to write")
+
+
 def _add_generate(sub) -> None:
     p = sub.add_parser("generate", help="write a report for one study (its views)")
     p.add_argument("images", nargs="+", help="PNG, JPEG or DICOM files: the views of one study")
@@ -61,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_generate(sub)
     _add_evaluate(sub)
+    _add_export(sub)
     return ap
 
 
@@ -115,7 +123,14 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "generate": cmd_generate, "evaluate": cmd_evaluate}
+def cmd_export(args) -> int:
+    from medkit.train import export_model
+
+    print(f"model written to {export_model(args.run, args.data, args.out)}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "generate": cmd_generate, "evaluate": cmd_evaluate, "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:
