@@ -169,6 +169,11 @@ class MedKitSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.updateButtons()
 
+    def enter(self):
+        """Opening the module checks the server once, so a missing server is reported at once."""
+        if self.logic.serverInfo is None and self.task is None:
+            self.onConnect()
+
     def cleanup(self):
         self.removeObservers()
         if self.task:
@@ -176,7 +181,9 @@ class MedKitSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.stopFollowingTraining()
 
     def onSceneStartClose(self, caller, event):
-        self.onCancel()
+        if self.task is not None:  # drop a pending result (its nodes would land in the next scene);
+            self.task.cancel()     # a training run on the server goes on
+            self.task = None
         self.volumeNode = self.result = self.imageId = self.segmentationNode = None
         self.updateButtons()
 
@@ -246,7 +253,8 @@ class MedKitSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         models = sorted(info.get("models", {}))
         self.ui.modelComboBox.clear()
         self.ui.modelComboBox.addItems(models)
-        strategies = sorted(info.get("strategies", {}))
+        # MedKit's own strategies (uncertainty) first, then MONAI Label's random / first
+        strategies = sorted(info.get("strategies", {}), key=lambda n: (not n.startswith("medkit"), n))
         if strategies:
             self.ui.strategyComboBox.clear()
             self.ui.strategyComboBox.addItems(strategies)
@@ -257,8 +265,11 @@ class MedKitSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onVolumeChanged(self, node):
         if node is not None:
             try:
-                self.ui.modelComboBox.setCurrentText(self.logic.modelForVolume(node))
-            except ValueError as e:
+                model = self.logic.modelForVolume(node)
+                self.ui.modelComboBox.setCurrentText(model)
+                if self.logic.serverInfo is not None:  # known models: no request here
+                    self.logic.checkModel(model)
+            except (ValueError, MedKitServerError) as e:
                 self.setStatus(str(e), error=True)
         self.updateButtons()
 
@@ -1112,8 +1123,8 @@ def writeDicom(ds, path: str) -> None:
 
 class MedKitSlicerTest(ScriptedLoadableModuleTest):
     """Self-test run by Slicer's "Reload and Test". Needs no server: it checks the offline logic
-    (model choice, segmentation loading, findings table, text and SR files) and, when a MedKit
-    server answers at the URL in the settings, one report generation on a synthetic CT volume."""
+    (model choice, segmentation loading, findings table, text and SR files) and the message for an
+    unreachable server. The server round trips are tested outside Slicer (tests/slicer/)."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()

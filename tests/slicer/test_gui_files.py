@@ -109,3 +109,24 @@ def test_extension_cmake_has_the_extension_fields():
         assert re.search(rf"set\(EXTENSION_{field} ", text), field
     assert "find_package(Slicer REQUIRED)" in text and "add_subdirectory(MedKitSlicer)" in text
     assert "Slicer_EXTENSION_GENERATE_CONFIG" in text and "Slicer_EXTENSION_CPACK" in text
+
+
+def test_widget_calls_only_existing_logic_methods_and_helpers():
+    """The widget runs only in Slicer: at least its calls into the logic and helpers must resolve."""
+    tree = ast.parse(SCRIPT.read_text())
+    classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
+    logic_methods = {f.name for f in classes["MedKitSlicerLogic"].body if isinstance(f, ast.FunctionDef)}
+    logic_attrs = {t.attr for f in ast.walk(classes["MedKitSlicerLogic"]) if isinstance(f, ast.Assign)
+                   for t in f.targets if isinstance(t, ast.Attribute)}
+    widget = classes["MedKitSlicerWidget"]
+    used = {n.attr for n in ast.walk(widget) if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Attribute)
+            and n.value.attr == "logic" and isinstance(n.value.value, ast.Name) and n.value.value.id == "self"}
+    assert used and used <= logic_methods | logic_attrs, sorted(used - logic_methods - logic_attrs)
+    module_names = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))} | {
+        t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
+    params = {a.arg for f in ast.walk(widget) if isinstance(f, ast.FunctionDef) for a in f.args.args}
+    called = {n.func.id for n in ast.walk(widget) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+              and n.func.id not in params}
+    import builtins
+
+    assert called <= module_names | set(dir(builtins)), sorted(called - module_names - set(dir(builtins)))
