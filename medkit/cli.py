@@ -1,7 +1,9 @@
-"""``medkit`` command line: train, generate, evaluate, export.
+"""``medkit`` command line: train, generate, evaluate.
 
     medkit generate medkit/data/samples/nih_00000001_000.png --json
+    medkit generate CT.nii.gz --json --out-dir out/        # a CT volume (file or DICOM folder)
     medkit train --data ../shared/data --out runs/cxr
+    medkit train-ct --data ct_manifest.jsonl --out runs/ct
     medkit evaluate --data ../shared/data --split val --out val.json
 
 Errors in the input print one line naming the file and the problem and exit with status 2;
@@ -31,6 +33,17 @@ def _add_train(sub) -> None:
     p.add_argument("--ckpt-every", type=int, default=50, help="checkpoint every N optimiser steps")
 
 
+def _add_train_ct(sub) -> None:
+    p = sub.add_parser("train-ct", help="train the CT path: teacher probe -> 3D student -> generator (resumable)")
+    p.add_argument("--data", required=True, help="JSONL manifest: {id, images: [volume], report, split[, masks]}")
+    p.add_argument("--out", required=True, help="run folder: checkpoints, logs and the final model (OUT/model)")
+    p.add_argument("--config", help="MedKit CT config.json to start from (default: built-in defaults)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one config value, e.g. --set train.student_epochs=100 (repeatable)")
+    p.add_argument("--lm", help="local Hugging Face causal-LM directory (default: packaged SmolLM2-135M-Instruct)")
+    p.add_argument("--ckpt-every", type=int, default=50, help="checkpoint every N optimiser steps")
+
+
 def _add_export(sub) -> None:
     p = sub.add_parser("export", help="write a model directory from a run's latest checkpoints")
     p.add_argument("--run", required=True, help="run folder of `medkit train`")
@@ -39,13 +52,16 @@ def _add_export(sub) -> None:
 
 
 def _add_generate(sub) -> None:
-    p = sub.add_parser("generate", help="write a report for one study (its views)")
-    p.add_argument("images", nargs="+", help="PNG, JPEG or DICOM files: the views of one study")
+    p = sub.add_parser("generate", help="write a report for one study (its views, or one CT volume)")
+    p.add_argument("images", nargs="+", help="PNG, JPEG or DICOM files: the views of one study; or one CT "
+                                             "volume (NIfTI/NRRD file or DICOM series folder)")
+    p.add_argument("--out-dir", help="CT: folder for the organ label volume (default: beside the input)")
     p.add_argument("--model", help="model directory (default: the shipped model)")
     p.add_argument("--lm", help="override the language model directory")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--num-beams", type=int)
     p.add_argument("--max-new-tokens", type=int)
+    p.add_argument("--sr", metavar="FILE", help="also write a DICOM Structured Report referencing the DICOM inputs")
 
 
 def _add_evaluate(sub) -> None:
@@ -66,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     sub = ap.add_subparsers(dest="command", required=True)
     _add_train(sub)
+    _add_train_ct(sub)
     _add_generate(sub)
     _add_evaluate(sub)
     _add_export(sub)
@@ -95,14 +112,50 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_train_ct(args) -> int:
+    from medkit.ct.config import CTConfig
+    from medkit.ct.train import train_ct
+
+    cfg = CTConfig.load(args.config) if args.config else CTConfig()
+    if args.lm:
+        cfg.generator.lm_path = args.lm
+    cfg = cfg.override(args.set)
+    print(f"model written to {train_ct(cfg, args.data, args.out, ckpt_every=args.ckpt_every)}")
+    return 0
+
+
+def cmd_generate_ct(args) -> int:
+    from medkit.ct.report import MedKitCT
+    from medkit.ct.volumes import read_volume
+
+    read_volume(args.images[0])  # fail fast on bad input before loading the model
+    model = MedKitCT.load(args.model, lm_path=args.lm)
+    result = model.report_from_path(args.images[0], args.out_dir, **_decode_overrides(args))
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(result["report"])
+        print(f"\nSegmentation: {result['segmentation']}")
+    return 0
+
+
 def cmd_generate(args) -> int:
+    from medkit.ct.volumes import is_volume_path
     from medkit.images import load_cxr
     from medkit.model import MedKitCXR
 
+    if len(args.images) == 1 and is_volume_path(args.images[0]):
+        return cmd_generate_ct(args)
     for p in args.images:  # fail fast on bad input before loading the model
         load_cxr(p)
+    if args.sr:
+        from medkit.sr import dicom_sources, write_report_sr
+
+        sources = dicom_sources(args.images)
     model = MedKitCXR.load(args.model, lm_path=args.lm)
     result = model.report_from_files(args.images, **_decode_overrides(args))
+    if args.sr:
+        write_report_sr(result, sources, args.sr)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -130,7 +183,8 @@ def cmd_export(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "generate": cmd_generate, "evaluate": cmd_evaluate, "export": cmd_export}
+COMMANDS = {"train": cmd_train, "train-ct": cmd_train_ct, "generate": cmd_generate, "evaluate": cmd_evaluate,
+            "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:
