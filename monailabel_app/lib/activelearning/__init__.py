@@ -1,0 +1,1 @@
+from .uncertainty import Uncertainty

@@ -1,0 +1,1 @@
+from .medkit_cxr import MedkitCxr

@@ -1,0 +1,1 @@
+from .label_entropy import LabelEntropy

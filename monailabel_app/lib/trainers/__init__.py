@@ -1,0 +1,2 @@
+from .medkit_ct import MedkitCt
+from .medkit_cxr import MedkitCxr

@@ -1,0 +1,140 @@
+"""Site fine-tuning on the datastore's reported studies: ``POST /train/medkit_cxr``.
+
+1. Studies with a ``final`` report label (the users' corrected reports) are split, seeded,
+   into train and a held-out validation part (``val_split``; at least one study each).
+2. The current model (the last promoted version, else the base model) is loaded trainable;
+   its frozen student encodes the views once and the generator (projector, knowledge fusion,
+   LoRA) trains with cross-entropy on the report tokens, through ``medkit.train.run_loop``.
+   The knowledge prompt comes from the labeler's labels of each report, as in ``medkit train``.
+3. The generator's validation loss is measured before and after. The new weights are saved as
+   a new version and promoted only if the loss is not worse (``after <= before + promote_tolerance``).
+
+Progress (epoch, loss, validation loss, decision) goes to the task log shown by ``GET /train``
+and to ``train_stats.json``, shown as ``train_stats`` in ``GET /info``. Report text is never logged.
+Request params (JSON body): ``max_epochs``, ``lr``, ``val_split``, ``min_studies``,
+``promote_tolerance``, ``seed`` (defaults from ``--conf train_*``, see the app README).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import shutil
+
+from lib.failpoints import failpoint
+from lib.trainers.base import ReportTrainTask
+from lib.transforms import is_ct_study, radiograph_views
+
+logger = logging.getLogger(__name__)
+
+
+class MedkitCxr(ReportTrainTask):
+    def __init__(self, store, lm_path: str | None, defaults: dict,
+                 description: str = "Fine-tune the MedKit chest X-ray report generator on the site's reports"):
+        super().__init__(store, defaults, description)
+        self.lm_path = lm_path
+
+    study_kind = "chest X-ray studies"
+
+    def count_studies(self, datastore) -> int:
+        return sum(not is_ct_study(image) for _, image, _ in self.reported(datastore))
+
+    def studies(self, datastore, max_views: int):
+        from medkit.data import Study
+        from medkit.images import ImageInputError
+
+        out = []
+        for image_id, image, report in self.reported(datastore):
+            if is_ct_study(image):
+                continue  # a CT volume: the CT trainer's study
+            try:
+                files, views = radiograph_views(image, max_views)
+            except ImageInputError as e:
+                logger.warning("skipping %s: %s", image_id, type(e).__name__)
+                continue
+            out.append(Study(image_id, files, report, "train", views))
+        return sorted(out, key=lambda s: s.id)
+
+    def fine_tune(self, datastore, opts: dict, device: str, stats: dict) -> dict:
+        import torch
+
+        from medkit.model import MedKitCXR
+        from medkit.train import Dist, StudyTensors, run_loop, student_tokens
+
+        model = MedKitCXR.load(self.store.current_dir(), lm_path=self.lm_path, optimize=False)
+        cfg = model.cfg
+        studies = self.studies(datastore, cfg.encoder.max_views)
+        if len(studies) < opts["min_studies"]:
+            raise ValueError(f"need at least {opts['min_studies']} studies with a final report to train, "
+                             f"the datastore has {len(studies)}")
+        random.Random(opts["seed"]).shuffle(studies)
+        n_val = min(len(studies) - 1, max(1, round(len(studies) * opts["val_split"])))
+        val_studies, train_studies = studies[:n_val], studies[n_val:]
+        logger.info("medkit_cxr train: %d studies for training, %d held out, device %s",
+                    len(train_studies), len(val_studies), device)
+        cfg.train.seed = opts["seed"]
+        d = Dist(device=torch.device(device))
+        model.to(d.device)
+        model.student.requires_grad_(False)
+        train, val = StudyTensors(train_studies, cfg, show=False), StudyTensors(val_studies, cfg, show=False)
+        tr_tok, tr_mask = student_tokens(model.student, train, d)
+        va_tok, va_mask = student_tokens(model.student, val, d)
+        gen = model.generator
+
+        def knowledge(data, idx):
+            return [model.knowledge_for(data.findings[i])[0] for i in idx]
+
+        def loss_fn(m, idx):
+            out = m(tr_tok[idx].to(d.device), tr_mask[idx].to(d.device), knowledge(train, idx),
+                    [train.studies[i].report for i in idx])
+            return out.loss, {}
+
+        @torch.no_grad()
+        def val_loss() -> float:
+            was_training = gen.training
+            gen.eval()
+            total, bs = 0.0, cfg.train.generator_batch_size
+            for i in range(0, len(val), bs):
+                idx = list(range(i, min(i + bs, len(val))))
+                out = gen(va_tok[idx].to(d.device), va_mask[idx].to(d.device), knowledge(val, idx),
+                          [val.studies[j].report for j in idx])
+                total += float(out.loss) * len(idx)
+            gen.train(was_training)
+            return total / len(val)
+
+        before = val_loss()
+        logger.info("medkit_cxr train: validation loss before %.4f", before)
+        epochs_log = []
+
+        def on_epoch_end(epoch: int) -> dict:
+            v = val_loss()
+            epochs_log.append({"epoch": epoch, "val_loss": round(v, 5)})
+            logger.info("medkit_cxr train: epoch %d/%d validation loss %.4f", epoch, opts["max_epochs"], v)
+            self.store.write_stats({**stats, "epoch": epoch, "max_epochs": opts["max_epochs"], "epochs": epochs_log,
+                                    "val_loss_before": round(before, 5)})
+            failpoint("train.epoch_end")
+            return {"val_loss": v}
+
+        version_dir = self.store.new_version_dir()
+        work = version_dir.parent.parent / "runs" / version_dir.name
+        history = run_loop("generator", gen, loss_fn, len(train), cfg.train.generator_batch_size, opts["max_epochs"],
+                           opts["lr"], cfg, work, d, ckpt_every=0, on_epoch_end=on_epoch_end)
+        after = val_loss()
+        train_losses = [h["loss"] for h in history if "loss" in h]
+        promoted = math.isfinite(after) and after <= before + opts["promote_tolerance"]
+        logger.info("medkit_cxr train: validation loss %.4f -> %.4f: %s", before, after,
+                    "promoted" if promoted else "not promoted (worse than the current model)")
+        result = {"train_studies": len(train), "val_studies": len(val), "val_loss_before": round(before, 5),
+                  "val_loss_after": round(after, 5), "train_loss_first": round(train_losses[0], 5) if train_losses else None,
+                  "train_loss_last": round(train_losses[-1], 5) if train_losses else None,
+                  "epochs": epochs_log, "promoted": promoted, "version": None}
+        if promoted:
+            old_vocab = gen.report_vocab.clone()
+            gen.set_report_vocab([s.report for s in train.studies + val.studies])
+            gen.report_vocab = torch.unique(torch.cat([old_vocab.to(gen.report_vocab.device), gen.report_vocab]))
+            model.cpu().save(version_dir)
+            self.store.promote(version_dir)
+            result["version"] = version_dir.name
+        shutil.rmtree(work, ignore_errors=True)  # optimiser state; the promoted weights are in version_dir
+        return result

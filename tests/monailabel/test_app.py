@@ -1,0 +1,260 @@
+"""The MONAI Label app over a local study folder, through HTTP against a real server.
+
+Order matters within this module (one shared server): reports are submitted before active
+learning and training use them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import requests
+
+from medkit.labeler import OBSERVATIONS
+from tests.conftest import NIH_PNG_2
+from tests.monailabel.conftest import CT_VOLUME
+
+PNG_ID, PNG2_ID, DCM_ID = "nih_00000001_000", "nih_00027426_000", "rsna_pneumonia_sample"
+REPORT = "The heart is normal in size. The lungs are clear. No pneumothorax or pleural effusion."
+
+
+def post(server, path, **kw):
+    return requests.post(f"{server.url}{path}", timeout=300, **kw)
+
+
+def check_cxr_result(obj: dict):
+    assert set(obj) >= {"report", "findings", "knowledge", "modality", "model"}
+    assert obj["modality"] == "CXR" and isinstance(obj["report"], str) and obj["report"].strip()
+    assert [f["name"] for f in obj["findings"]] == list(OBSERVATIONS)
+    assert all(0 <= f["probability"] <= 1 and f["status"] in ("positive", "negative") for f in obj["findings"])
+    assert obj["knowledge"] and all(t.startswith("<") for t in obj["knowledge"])
+
+
+def test_info_lists_models_strategies_scoring(local_server, ct_model_dir):
+    info = requests.get(f"{local_server.url}/info/", timeout=30).json()
+    assert "medkit_cxr" in info["models"] and info["models"]["medkit_cxr"]["dimension"] == 2
+    assert "medkit_cxr" in info["trainers"]
+    assert {"random", "first", "medkit_cxr_uncertainty"} <= set(info["strategies"])
+    assert "medkit_cxr_entropy" in info["scoring"]
+    if ct_model_dir is None:
+        pytest.skip("SKIPPED LOUDLY: no CT model (medkit.ct or medkit/weights/ct missing); medkit_ct is not listed")
+    assert "medkit_ct" in info["models"] and info["models"]["medkit_ct"]["dimension"] == 3
+    assert "medkit_ct" in info["trainers"]
+
+
+@pytest.mark.parametrize("image", [PNG_ID, DCM_ID], ids=["png", "dicom"])
+def test_infer_json(local_server, image):
+    r = post(local_server, f"/infer/medkit_cxr?image={image}&output=json")
+    assert r.status_code == 200, r.text
+    check_cxr_result(r.json())
+
+
+def test_infer_uploaded_file(local_server):
+    with open(NIH_PNG_2, "rb") as f:
+        r = post(local_server, "/infer/medkit_cxr?output=json", files={"file": ("view.png", f)})
+    assert r.status_code == 200, r.text
+    check_cxr_result(r.json())
+
+
+def test_infer_ct_volume(local_server, ct_model_dir):
+    if ct_model_dir is None:
+        pytest.skip("SKIPPED LOUDLY: no CT model (medkit.ct or medkit/weights/ct missing); no CT inference to test")
+    image = CT_VOLUME.name[: -len(".nii.gz")]
+    r = post(local_server, f"/infer/medkit_ct?image={image}&output=json")
+    assert r.status_code == 200, r.text
+    obj = r.json()
+    assert obj["modality"] == "CT" and obj["report"].strip() and isinstance(obj["findings"], list)
+    r = post(local_server, f"/infer/medkit_ct?image={image}&output=image")
+    assert r.status_code == 200 and len(r.content) > 100  # the organ label volume (NIfTI, gzip)
+    assert r.content[:2] == b"\x1f\x8b"
+
+
+@pytest.mark.parametrize("path,kwargs,status,needle", [
+    ("/infer/nope?image=" + PNG_ID, {}, 404, "unknown model 'nope'"),
+    ("/infer/medkit_cxr?image=ghost", {}, 404, "image 'ghost' not found"),
+    ("/infer/medkit_cxr?image=../../etc/passwd", {}, 400, "invalid image id"),
+    ("/infer/medkit_cxr?image=/etc/passwd", {}, 400, "not a server path"),
+    ("/infer/medkit_cxr?image=" + PNG_ID, {"data": {"params": "{not json"}}, 400, "malformed JSON"),
+    ("/infer/medkit_cxr?image=" + PNG_ID, {"data": {"params": '{"num_beams": 99}'}}, 400, "num_beams"),
+    ("/infer/medkit_cxr?image=" + PNG_ID, {"data": {"params": '{"max_new_tokens": "x"}'}}, 400, "max_new_tokens"),
+    ("/infer/medkit_cxr", {"files": {"file": ("x.png", b"hello")}}, 400, "not a readable image"),
+    ("/infer/medkit_cxr", {"files": {"file": ("v.nii.gz", b"\x1f\x8b00")}}, 400, "3D volume"),
+    ("/activelearning/nope", {}, 404, "unknown strategy 'nope'"),
+    ("/train/nope", {"json": {}}, 404, "unknown model 'nope'"),
+], ids=["model", "image", "traversal", "server-path", "params-json", "num-beams", "max-new-tokens",
+        "non-image-upload", "volume-to-cxr", "strategy", "train-model"])
+def test_bad_requests_are_4xx_and_server_keeps_serving(local_server, path, kwargs, status, needle):
+    r = post(local_server, path, **kwargs)
+    assert r.status_code == status, r.text
+    assert needle in r.json()["detail"]
+    assert "Traceback" not in r.text
+    assert requests.get(f"{local_server.url}/info/", timeout=30).status_code == 200
+
+
+def put_label(server, image, content: bytes, name="report.json", tag=None):
+    url = f"{server.url}/datastore/label?image={image}" + (f"&tag={tag}" if tag else "")
+    return requests.put(url, files={"label": (name, content)}, timeout=60)
+
+
+def get_label(server, image, tag="final"):
+    return requests.get(f"{server.url}/datastore/label?label={image}&tag={tag}", timeout=60)
+
+
+def test_report_label_saved_read_back_and_versioned(local_server):
+    r = put_label(local_server, PNG_ID, json.dumps({"report": "First draft."}).encode())
+    assert r.status_code == 200, r.text
+    body = {"report": REPORT, "findings": [{"name": "Cardiomegaly", "status": "negative"}]}
+    r = put_label(local_server, PNG_ID, json.dumps(body).encode())
+    assert r.status_code == 200, r.text
+    got = get_label(local_server, PNG_ID)
+    assert got.status_code == 200
+    saved = got.json()
+    assert saved["report"] == REPORT and saved["version"] == 2 and saved["findings"] == body["findings"]
+    final_dir = local_server.studies / "labels" / "final"
+    assert json.loads((final_dir / ".history" / PNG_ID / "1.json").read_text())["report"] == "First draft."
+    assert not list(final_dir.glob(".*.tmp")) and not list(final_dir.glob(f".{PNG_ID}.json.*"))  # no temp left
+    stats = requests.get(f"{local_server.url}/datastore/?output=stats", timeout=30).json()
+    assert stats["completed"] >= 1 and stats["label_tags"]["final"] >= 1
+    # plain text is wrapped into the same JSON form
+    r = put_label(local_server, DCM_ID, REPORT.encode(), name="report.txt")
+    assert r.status_code == 200, r.text
+    assert get_label(local_server, DCM_ID).json()["report"] == REPORT
+
+
+@pytest.mark.parametrize("image,content,name,tag,status,needle", [
+    (PNG2_ID, b'{"nope": 1}', "r.json", None, 400, "'report'"),
+    (PNG2_ID, b"{broken", "r.json", None, 400, "not valid JSON"),
+    (PNG2_ID, b"\x89PNG\r\n", "r.png", None, 400, "final label of a study is its report"),
+    (PNG2_ID, b"\xff\xfe\x00", "r.txt", None, 400, "not UTF-8"),
+    ("ghost", b'{"report": "x"}', "r.json", None, 404, "not found"),
+    ("../etc", b'{"report": "x"}', "r.json", None, 400, "invalid image id"),
+    (PNG2_ID, b'{"report": "x"}', "r.json", "../../x", 400, "invalid label tag"),
+], ids=["no-report", "bad-json", "image-as-final", "not-utf8", "unknown-image", "traversal", "bad-tag"])
+def test_bad_report_labels(local_server, image, content, name, tag, status, needle):
+    r = put_label(local_server, image, content, name, tag)
+    assert r.status_code == status, r.text
+    assert needle in r.json()["detail"]
+    assert get_label(local_server, PNG2_ID).status_code == 404  # nothing was stored for it
+
+
+def test_active_learning_proposes_unlabelled_study(local_server):
+    labelled = {PNG_ID, DCM_ID}
+    r = post(local_server, "/activelearning/medkit_cxr_uncertainty")
+    assert r.status_code == 200, r.text
+    pick = r.json()
+    assert pick["id"] not in labelled and 0.0 <= pick["score"] <= 1.0
+    for strategy in ("first", "random"):
+        r = post(local_server, f"/activelearning/{strategy}")
+        assert r.status_code == 200 and r.json()["id"] not in labelled
+
+
+def wait_for_training(server, timeout=600) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        task = requests.get(f"{server.url}/train/", timeout=30).json()
+        if task["status"] not in ("SUBMITTED", "RUNNING"):
+            return task
+        time.sleep(2)
+    raise AssertionError(f"training still running after {timeout} s")
+
+
+def test_train_fine_tunes_validates_and_promotes(local_server, tiny_model_dir):
+    from safetensors.torch import load_file
+
+    for image in (PNG_ID, PNG2_ID, DCM_ID):  # the same report: the held-out loss must go down
+        assert put_label(local_server, image, json.dumps({"report": REPORT}).encode()).status_code == 200
+    r = post(local_server, "/train/medkit_cxr", json={"max_epochs": 4, "lr": 0.01, "min_studies": 2})
+    assert r.status_code == 200, r.text
+    task = wait_for_training(local_server)
+    assert task["status"] == "DONE", task.get("details")
+    stats = requests.get(f"{local_server.url}/info/", timeout=30).json()["train_stats"]["medkit_cxr"]
+    assert stats["status"] == "DONE" and stats["train_studies"] == 2 and stats["val_studies"] == 1
+    assert stats["val_loss_after"] < stats["val_loss_before"] and stats["promoted"] is True
+    assert any("validation loss" in line for line in task["details"])  # progress visible via /train
+    new = load_file(str(local_server.app / "model" / "medkit_cxr" / "versions" / stats["version"] / "model.safetensors"))
+    old = load_file(str(tiny_model_dir / "model.safetensors"))
+    changed = [k for k in old if k.startswith("generator.") and not k.endswith("report_vocab")
+               and not (old[k] == new[k]).all()]
+    assert changed, "training did not change the generator's weights"
+    r = post(local_server, f"/infer/medkit_cxr?image={PNG_ID}&output=json")
+    assert r.status_code == 200 and r.json()["model"] == stats["version"]  # the server serves the new version
+
+    # A run that must not be promoted (tolerance below any improvement) keeps the current model.
+    r = post(local_server, "/train/medkit_cxr", json={"max_epochs": 1, "min_studies": 2, "promote_tolerance": -1e6})
+    assert r.status_code == 200
+    assert wait_for_training(local_server)["status"] == "DONE"
+    again = requests.get(f"{local_server.url}/info/", timeout=30).json()["train_stats"]["medkit_cxr"]
+    assert again["promoted"] is False and again["version"] is None
+    assert (local_server.app / "model" / "medkit_cxr" / "current").read_text().strip() == stats["version"]
+
+
+def test_training_with_too_few_reports_fails_clearly(local_server):
+    r = post(local_server, "/train/medkit_cxr", json={"min_studies": 50})
+    assert r.status_code == 400 and "need at least 50 chest X-ray studies" in r.json()["detail"], r.text
+    r = post(local_server, "/train/medkit_cxr", json={"max_epochs": "many"})
+    assert r.status_code == 400 and "max_epochs must be int" in r.json()["detail"], r.text
+
+
+def test_no_report_text_in_logs(local_server):
+    logs = local_server.tail(10**7) + "".join(p.read_text() for p in (local_server.app / "logs").glob("*.log"))
+    assert REPORT not in logs and "First draft." not in logs
+
+
+def totalseg_to_medkit_mask(dest) -> None:
+    """The sample's TotalSegmentator label map in MedKit's organ values 1..8 (what /infer/medkit_ct returns)."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from medkit.ct.config import TOTALSEG_LABELS, CTEncoderConfig
+    from tests.monailabel.conftest import CT_MASK
+
+    src = sitk.ReadImage(str(CT_MASK))
+    arr = sitk.GetArrayFromImage(src)
+    out = np.zeros(arr.shape, dtype=np.uint8)
+    for i, organ in enumerate(CTEncoderConfig().organs, 1):
+        out[arr == TOTALSEG_LABELS[organ]] = i
+    img = sitk.GetImageFromArray(out)
+    img.CopyInformation(src)
+    sitk.WriteImage(img, str(dest), useCompression=True)
+
+
+def test_ct_train_with_reports_and_masks_promotes(local_server, ct_model_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    if ct_model_dir is None:
+        pytest.skip("SKIPPED LOUDLY: no CT model (medkit.ct or medkit/weights/ct missing); no CT training to test")
+    ct_id = CT_VOLUME.name[: -len(".nii.gz")]
+    with open(CT_VOLUME, "rb") as f:  # a second CT study (the same scan): training needs a held-out one
+        r = requests.put(f"{local_server.url}/datastore/image?image=ct_copy", files={"file": ("v.nii.gz", f)},
+                         timeout=120)
+    assert r.status_code == 200, r.text
+    ct_report = {"report": "The liver and spleen are normal in size. No ascites. Kidneys unremarkable."}
+    for image in (ct_id, "ct_copy"):
+        assert put_label(local_server, image, json.dumps(ct_report).encode()).status_code == 200
+    # without masks and with a report that names no finding, there is nothing to learn: it says so
+    r = post(local_server, "/train/medkit_ct", json={"max_epochs": 1, "min_studies": 2})
+    assert r.status_code == 400 and "none has an organ mask" in r.json()["detail"], r.text
+
+    mask = tmp_path / "organs.nii.gz"
+    totalseg_to_medkit_mask(mask)
+    for image in (ct_id, "ct_copy"):
+        with open(mask, "rb") as f:
+            r = requests.put(f"{local_server.url}/datastore/label?image={image}&tag=organs",
+                             files={"label": ("organs.nii.gz", f)}, timeout=120)
+        assert r.status_code == 200, r.text
+    r = post(local_server, "/train/medkit_ct", json={"max_epochs": 3, "min_studies": 2, "lr": 1e-4,
+                                                      "crops_per_volume": 1})
+    assert r.status_code == 200, r.text
+    task = wait_for_training(local_server)
+    assert task["status"] == "DONE", task.get("details")
+    stats = requests.get(f"{local_server.url}/info/", timeout=30).json()["train_stats"]["medkit_ct"]
+    assert stats["studies_with_masks"] == 2 and stats["train_studies"] == 1 and stats["val_studies"] == 1
+    assert stats["promoted"] is (stats["val_loss_after"] <= stats["val_loss_before"])
+    assert stats["promoted"], stats  # the same scan held out: the loss must go down
+    new = load_file(str(local_server.app / "model" / "medkit_ct" / "versions" / stats["version"] / "model.safetensors"))
+    old = load_file(str(ct_model_dir / "model.safetensors"))
+    assert any(not (old[k].float() == new[k].float()).all() for k in old if k.startswith("student."))
+    r = post(local_server, f"/infer/medkit_ct?image={ct_id}&output=json")
+    assert r.status_code == 200 and r.json()["model"] == stats["version"]
