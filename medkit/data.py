@@ -34,6 +34,7 @@ class Study:
     report: str
     split: str
     views: list[str | None] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)  # other keys of a manifest line (e.g. the CT path's "masks")
 
 
 def _check_split(split: str | None) -> None:
@@ -72,6 +73,11 @@ def load_annotation(path: str | Path, split: str, image_root: str | Path | None 
     return studies
 
 
+def resolve_path(manifest: Path, p: str) -> Path:
+    """A path of a manifest line: absolute, or relative to the manifest's folder."""
+    return Path(p) if Path(p).is_absolute() else manifest.parent / p
+
+
 def load_manifest(path: str | Path, split: str | None = None) -> list[Study]:
     """Read a JSONL manifest; ``split=None`` keeps every line."""
     _check_split(split)
@@ -92,8 +98,10 @@ def load_manifest(path: str | Path, split: str | None = None) -> list[Study]:
             images = [images]
         if rec.get("split", "train") != split and split is not None:
             continue
-        files = [Path(p) if Path(p).is_absolute() else path.parent / p for p in images]
-        studies.append(Study(sid, files, rec.get("report") or "", rec.get("split", "train"), rec.get("views") or []))
+        files = [resolve_path(path, p) for p in images]
+        extra = {k: v for k, v in rec.items() if k not in ("id", "images", "report", "split", "views")}
+        studies.append(Study(sid, files, rec.get("report") or "", rec.get("split", "train"), rec.get("views") or [],
+                             extra))
     return studies
 
 

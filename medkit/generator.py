@@ -86,6 +86,24 @@ def _smollm2_dir() -> Path:
     return target
 
 
+def quantize_linear_int8(module: nn.Module, keep_float: tuple[str, ...] = ("down_proj",)) -> nn.Module:
+    """The module with its ``nn.Linear`` layers replaced by dynamically quantised int8 ones
+    (weights int8 per output channel, activations quantised per call; fbgemm kernels on x86).
+
+    Layers whose name ends with one of ``keep_float`` stay float32: the MLP output projection
+    of Llama-style LMs sees outlier activations that per-tensor activation scales destroy (with
+    it quantised, SmolLM2's reports turn to nonsense; without, they stay fluent)."""
+    import warnings
+
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    names = {n: per_channel_dynamic_qconfig for n, m in module.named_modules()
+             if isinstance(m, nn.Linear) and not n.endswith(keep_float)}
+    with warnings.catch_warnings():  # torch 2.14 announces a move of this API to torchao
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(module, names, dtype=torch.qint8)
+
+
 def load_language_model(lm_path: str):
     """(model, tokenizer) for ``"smollm2"`` or a local Hugging Face causal-LM directory."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -272,6 +290,8 @@ class ReportGenerator(nn.Module):
             self.lm.set_output_embeddings(head)
             self.lm.config.vocab_size = len(keep)
             self._vocab_map = keep
+        if self.cfg.int8_inference:
+            self.lm = quantize_linear_int8(self.lm)
         self.lm.requires_grad_(False)
 
     def _pruned_id(self, token_id: int) -> int:
@@ -290,12 +310,43 @@ class ReportGenerator(nn.Module):
                       pad_token_id=self._pruned_id(self.tokenizer.pad_token_id))
         kwargs.update(overrides)
         kwargs["min_new_tokens"] = min(kwargs["min_new_tokens"], kwargs["max_new_tokens"])
-        if kwargs["num_beams"] <= 1:
-            kwargs.pop("length_penalty")
-        out = self.lm.generate(inputs_embeds=inputs, attention_mask=attn, **kwargs)
+        if kwargs["num_beams"] <= 1 and inputs.shape[0] == 1:
+            out = self._greedy(inputs, kwargs)
+        else:
+            if kwargs["num_beams"] <= 1:
+                kwargs.pop("length_penalty")
+            out = self.lm.generate(inputs_embeds=inputs, attention_mask=attn, **kwargs)
         if self._vocab_map is not None:
             out = self._vocab_map[out]
         return [self.tokenizer.decode(o, skip_special_tokens=True).strip() for o in out]
+
+    def _greedy(self, inputs: torch.Tensor, kw: dict) -> torch.Tensor:
+        """Greedy decoding of one study with a KV cache, the same rules as ``lm.generate``
+        (repetition penalty and n-gram blocking on the new tokens, minimum length) without its
+        per-step bookkeeping: at batch 1 that bookkeeping costs as much as a small LM's step."""
+        eos, n, penalty = kw["eos_token_id"], kw["no_repeat_ngram_size"], kw["repetition_penalty"]
+        out = self.lm(inputs_embeds=inputs, use_cache=True, logits_to_keep=1)
+        cache, logits = out.cache, out.logits[0, -1]
+        new: list[int] = []
+        for step in range(kw["max_new_tokens"]):
+            logits = logits.float()
+            if new and penalty != 1.0:
+                seen = torch.tensor(sorted(set(new)))
+                v = logits[seen]
+                logits[seen] = torch.where(v < 0, v * penalty, v / penalty)
+            if n > 0 and len(new) >= n - 1:
+                prefix = tuple(new[len(new) - n + 1:]) if n > 1 else ()
+                banned = [new[i + n - 1] for i in range(len(new) - n + 1) if tuple(new[i:i + n - 1]) == prefix]
+                logits[banned] = -float("inf")
+            if step < kw["min_new_tokens"]:
+                logits[eos] = -float("inf")
+            nxt = int(logits.argmax())
+            new.append(nxt)
+            if nxt == eos:
+                break
+            out = self.lm(input_ids=torch.tensor([[nxt]]), cache=cache, use_cache=True)
+            cache, logits = out.cache, out.logits[0, -1]
+        return torch.tensor([new])
 
     # ---- trainable tensors only -----------------------------------------------------------
     def trainable_state(self) -> dict[str, torch.Tensor]:

@@ -120,16 +120,17 @@ class KnowledgeGraph:
 
     # ------------------------------------------------------------------ loading / saving
     @classmethod
-    def load(cls, path: str | Path | None = None) -> KnowledgeGraph:
-        """Load a graph file: ``None`` gives the packaged ``knowledge_cxr.json``.
+    def load(cls, path: str | Path | None = None, packaged: str = DEFAULT_GRAPH) -> KnowledgeGraph:
+        """Load a graph file: ``None`` gives the packaged graph ``packaged`` (``medkit/data/``;
+        ``knowledge_cxr.json`` by default, ``knowledge_ct.json`` for the CT path).
 
         ``*.json`` in MedKit's schema (see module docstring) or networkx node-link JSON, or
         ``*.graphml``. Raises ``ValueError`` naming the file when it is missing, has an unknown
         suffix or its content does not fit.
         """
         if path is None:
-            resource = packaged_graph_path()
-            source = f"packaged medkit/data/{DEFAULT_GRAPH}"
+            resource = packaged_graph_path(packaged)
+            source = f"packaged medkit/data/{packaged}"
             try:
                 text = resource.read_text(encoding="utf-8")
             except (FileNotFoundError, OSError) as exc:
@@ -262,6 +263,12 @@ class KnowledgeGraph:
     def _name_index(self) -> dict[str, str]:
         # rebuilt per call: graphs are small (~100s of nodes) and callers may edit self.graph
         return {n.casefold(): n for n in self.graph.nodes}
+
+    def prompt_for(self, findings: Sequence[str], max_per_finding: int) -> tuple[str, list[Triple]]:
+        """(knowledge prompt, triples) for the positive findings; none -> the graph's normal node."""
+        heads = list(findings) or [self.graph.graph.get("normal_node")]
+        triples = self.query([h for h in heads if h], max_per_finding=max_per_finding)
+        return build_prompt(findings, triples), triples
 
     def query(
         self,

@@ -23,7 +23,7 @@ from medkit.config import MedKitConfig
 from medkit.encoders import CXREncoder
 from medkit.generator import ReportGenerator
 from medkit.images import load_cxr, order_views, to_model_input
-from medkit.knowledge import KnowledgeGraph, Triple, build_prompt
+from medkit.knowledge import KnowledgeGraph, Triple
 from medkit.labeler import OBSERVATIONS
 
 logger = logging.getLogger(__name__)
@@ -123,10 +123,7 @@ class MedKitCXR(torch.nn.Module):
 
     # ---- inference -----------------------------------------------------------------------
     def knowledge_for(self, findings: list[str]) -> tuple[str, list[Triple]]:
-        """(prompt, triples) for the findings; no findings -> the graph's normal node."""
-        heads = findings or [self.kg.graph.graph.get("normal_node")]
-        triples = self.kg.query([h for h in heads if h], max_per_finding=self.cfg.generator.max_triples_per_finding)
-        return build_prompt(findings, triples), triples
+        return self.kg.prompt_for(findings, self.cfg.generator.max_triples_per_finding)
 
     @torch.no_grad()
     def report_from_arrays(self, arrays: Sequence[np.ndarray], **decode) -> dict:

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from medkit.config import MedKitConfig
+from medkit.config import ConfigFile, MedKitConfig
 from medkit.data import Study, load_studies
 from medkit.distill import FeatureProjectors, distillation_loss
 from medkit.encoders import CXREncoder
@@ -257,7 +257,8 @@ def run_loop(name: str, module: torch.nn.Module, loss_fn, n_items: int, batch_si
 RESUMABLE_CHANGES = {"train.teacher_epochs", "train.student_epochs", "train.generator_epochs", "train.eval_limit"}
 
 
-def config_changes(a: MedKitConfig, b: MedKitConfig) -> set[str]:
+def config_changes(a: ConfigFile, b: ConfigFile) -> set[str]:
+    """Keys (``section.key``) whose values differ between two configs of the same kind."""
     da, db = a.to_dict(), b.to_dict()
     out = set()
     for section in da:

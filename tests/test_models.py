@@ -144,7 +144,8 @@ def test_model_save_load_roundtrip(tmp_path, tiny_lm_dir):
     from medkit.model import MedKitCXR
 
     cfg = MedKitConfig().override([f"generator.lm_path={tiny_lm_dir}", "encoder.image_size=64",
-                                   "generator.num_beams=1", "generator.max_new_tokens=6"])
+                                   "generator.num_beams=1", "generator.max_new_tokens=6",
+                                   "generator.int8_inference=false"])
     torch.manual_seed(1)
     model = MedKitCXR(cfg).eval()
     with torch.no_grad():  # make LoRA non-trivial so the round trip is a real check
@@ -174,7 +175,7 @@ def _tiny_model(tiny_lm_dir, vocab_reports=None):
 
     cfg = MedKitConfig().override([f"generator.lm_path={tiny_lm_dir}", "encoder.image_size=64",
                                    "generator.num_beams=2", "generator.max_new_tokens=8",
-                                   "generator.min_new_tokens=8"])
+                                   "generator.min_new_tokens=8", "generator.int8_inference=false"])
     torch.manual_seed(3)
     model = MedKitCXR(cfg).eval()
     if vocab_reports:
@@ -204,3 +205,34 @@ def test_pruned_vocab_restricts_output_tokens(tiny_lm_dir):
     text = model.report_from_files([NIH_PNG])["report"]
     ids = model.generator.tokenizer(" " + text, add_special_tokens=False).input_ids
     assert text and set(ids) <= allowed | {model.generator.tokenizer.eos_token_id}
+
+
+def test_lean_greedy_decoding_matches_transformers_generate(tiny_generator):
+    """The batch-1 greedy loop applies the same rules as ``lm.generate`` (repetition penalty,
+    n-gram blocking, minimum length), so it must pick the same tokens."""
+    g = tiny_generator
+    torch.manual_seed(5)
+    tokens, mask = torch.randn(1, 4, 32), torch.ones(1, 4, dtype=torch.bool)
+    rules = dict(num_beams=1, max_new_tokens=24, min_new_tokens=6, repetition_penalty=1.3, no_repeat_ngram_size=2)
+    lean = g.generate(tokens, mask, ["Disease symptoms: none."], **rules)
+    inputs, attn, _ = g.build_inputs(tokens, mask, ["Disease symptoms: none."], None, left_pad=True)
+    eos = g.tokenizer.eos_token_id
+    with torch.no_grad():
+        ref = g.lm.generate(inputs_embeds=inputs, attention_mask=attn, do_sample=False, eos_token_id=eos,
+                            pad_token_id=g.tokenizer.pad_token_id, **rules)
+    assert lean == [g.tokenizer.decode(ref[0], skip_special_tokens=True).strip()]
+    assert lean[0]  # min_new_tokens: never an empty report
+
+
+def test_int8_inference_quantises_all_but_the_mlp_output(tiny_lm_dir):
+    from tests.conftest import NIH_PNG
+
+    model = _tiny_model(tiny_lm_dir, ["Lungs are clear.", "No effusion."])
+    model.generator.cfg.int8_inference = True
+    model.generator.optimize_for_inference()
+    modules = dict(model.generator.lm.named_modules())
+    q = [m for n, m in modules.items() if n.endswith(("q_proj", "up_proj"))]
+    down = [m for n, m in modules.items() if n.endswith("down_proj")]
+    assert q and all("quantized" in type(m).__module__ for m in q)
+    assert down and all(type(m) is torch.nn.Linear for m in down)
+    assert model.report_from_files([NIH_PNG])["report"]

@@ -9,13 +9,9 @@ model rebuilds from its directory alone. Same override syntax as the chest X-ray
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
-from medkit.config import DistillConfig, GeneratorConfig
+from medkit.config import ConfigFile, DistillConfig, GeneratorConfig
 
 #: Organs the student segments, in label order (label value = index + 1; 0 is background).
 ORGANS = ("liver", "spleen", "kidney_right", "kidney_left", "gallbladder", "stomach", "pancreas", "aorta")
@@ -115,61 +111,10 @@ class CTTrainConfig:
 
 
 @dataclass
-class CTConfig:
+class CTConfig(ConfigFile):
     volume: VolumeConfig = field(default_factory=VolumeConfig)
     encoder: CTEncoderConfig = field(default_factory=CTEncoderConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     generator: GeneratorConfig = field(default_factory=lambda: GeneratorConfig(
         question="Write the findings section of the abdominal CT report."))
     train: CTTrainConfig = field(default_factory=CTTrainConfig)
-
-    _SECTIONS = {"volume": VolumeConfig, "encoder": CTEncoderConfig, "distill": DistillConfig,
-                 "generator": GeneratorConfig, "train": CTTrainConfig}
-
-    def to_dict(self) -> dict[str, Any]:
-        return {name: dataclasses.asdict(getattr(self, name)) for name in self._SECTIONS}
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> "CTConfig":
-        unknown = set(raw) - set(cls._SECTIONS)
-        if unknown:
-            raise ValueError(f"unknown CT config sections: {sorted(unknown)}")
-        out = {}
-        for name, kind in cls._SECTIONS.items():
-            values = raw.get(name, {})
-            names = {f.name for f in dataclasses.fields(kind)}
-            bad = set(values) - names
-            if bad:
-                raise ValueError(f"unknown {kind.__name__} keys: {sorted(bad)}")
-            if name == "generator" and "question" not in values:
-                values = {**values, "question": cls().generator.question}
-            out[name] = kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
-        return cls(**out)
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-
-    @classmethod
-    def load(cls, path: str | Path) -> "CTConfig":
-        path = Path(path)
-        try:
-            raw = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(f"{path}: cannot read MedKit CT config ({e})") from e
-        return cls.from_dict(raw)
-
-    def override(self, pairs: list[str]) -> "CTConfig":
-        """Apply ``section.key=value`` overrides (values parsed as JSON, else strings)."""
-        raw = self.to_dict()
-        for pair in pairs:
-            if "=" not in pair or "." not in pair.split("=", 1)[0]:
-                raise ValueError(f"override must look like section.key=value, got {pair!r}")
-            key, value = pair.split("=", 1)
-            section, name = key.split(".", 1)
-            if section not in raw or name not in raw[section]:
-                raise ValueError(f"unknown CT config key {key!r}")
-            try:
-                raw[section][name] = json.loads(value)
-            except json.JSONDecodeError:
-                raw[section][name] = value
-        return CTConfig.from_dict(raw)

@@ -23,7 +23,7 @@ import torch
 
 from medkit.ct.config import CTConfig
 from medkit.ct.encoders3d import CTStudent
-from medkit.knowledge import KnowledgeGraph, Triple, build_prompt
+from medkit.knowledge import KnowledgeGraph, Triple
 
 logger = logging.getLogger(__name__)
 
@@ -40,10 +40,7 @@ def default_ct_model_dir() -> Path:
 
 
 def load_ct_graph() -> KnowledgeGraph:
-    from medkit.knowledge import packaged_graph_path
-
-    return KnowledgeGraph._from_json_text(packaged_graph_path(CT_GRAPH).read_text(encoding="utf-8"),
-                                          f"packaged medkit/data/{CT_GRAPH}")
+    return KnowledgeGraph.load(packaged=CT_GRAPH)
 
 
 def measurement_report(volume, measures: dict, findings: list[dict], phase: str, warnings: list[str]) -> str:
@@ -141,9 +138,7 @@ class MedKitCT(torch.nn.Module):
 
     # ---- inference ---------------------------------------------------------------------------
     def knowledge_for(self, findings: list[str]) -> tuple[str, list[Triple]]:
-        heads = findings or [self.kg.graph.graph.get("normal_node")]
-        triples = self.kg.query([h for h in heads if h], max_per_finding=self.cfg.generator.max_triples_per_finding)
-        return build_prompt(findings, triples), triples
+        return self.kg.prompt_for(findings, self.cfg.generator.max_triples_per_finding)
 
     @torch.no_grad()
     def report_from_path(self, path: str | Path, out_dir: str | Path | None = None, **decode) -> dict:

@@ -62,31 +62,18 @@ class CTStudy:
 
 def load_ct_manifest(path: str | Path, split: str | None = "train") -> list[CTStudy]:
     """CT studies of a JSONL manifest (``split=None``: all lines)."""
+    from medkit.data import load_manifest, resolve_path
+
     path = Path(path)
     if path.suffix != ".jsonl" or not path.is_file():
         raise ValueError(f"{path}: the CT path trains from a JSONL manifest file (.jsonl)")
     out = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-            images = rec["images"]
-            images = [images] if isinstance(images, str) else list(images)
-            sid = str(rec["id"])
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise ValueError(f"{path}:{n}: expected {{'id', 'images', 'report', 'split'}} ({e})") from e
-        if len(images) != 1:
-            raise ValueError(f"{path}:{n}: a CT study has one volume in 'images', got {len(images)}")
-        if split is not None and rec.get("split", "train") != split:
-            continue
-
-        def rel(p):
-            return Path(p) if Path(p).is_absolute() else path.parent / p
-
-        out.append(CTStudy(sid, rel(images[0]), rec.get("report") or "", rec.get("split", "train"),
-                           rel(rec["masks"]) if rec.get("masks") else None,
-                           dict(rec.get("mask_labels") or TOTALSEG_LABELS), rec.get("labels")))
+    for s in load_manifest(path, split):
+        if len(s.images) != 1:
+            raise ValueError(f"{path}: study {s.id}: a CT study has one volume in 'images', got {len(s.images)}")
+        masks = s.extra.get("masks")
+        out.append(CTStudy(s.id, s.images[0], s.report, s.split, resolve_path(path, masks) if masks else None,
+                           dict(s.extra.get("mask_labels") or TOTALSEG_LABELS), s.extra.get("labels")))
     return out
 
 
@@ -231,7 +218,7 @@ def train_ct(cfg: CTConfig, data: str | Path, out: str | Path, lm=None, tokenize
 
     from medkit.ct.report import MedKitCT
     from medkit.model import atomic_save_safetensors
-    from medkit.train import Dist, mark_done, run_loop, seed_everything, stage_done
+    from medkit.train import RESUMABLE_CHANGES, Dist, config_changes, mark_done, run_loop, seed_everything, stage_done
 
     # medkit.train.run_loop (shared with the 2D path) reads cfg.train.{seed, weight_decay,
     # warmup_steps, grad_clip}, which CTTrainConfig has too.
@@ -240,8 +227,11 @@ def train_ct(cfg: CTConfig, data: str | Path, out: str | Path, lm=None, tokenize
     seed_everything(cfg.train.seed)
     out.mkdir(parents=True, exist_ok=True)
     prev = out / "config.json"
-    if prev.exists() and CTConfig.load(prev).to_dict() != cfg.to_dict():
-        raise ValueError(f"{out} holds a CT run with another config; use a new --out or the same settings")
+    if prev.exists():
+        changed = config_changes(CTConfig.load(prev), cfg) - RESUMABLE_CHANGES
+        if changed:
+            raise ValueError(f"{out} holds a CT run with another config ({', '.join(sorted(changed))} differ); "
+                             "use a new --out or the same settings")
     cfg.save(prev)
     studies = load_ct_manifest(data, "train")
     (out / "manifest.jsonl").write_text("".join(json.dumps({"id": s.id, "images": [str(s.volume.resolve())],
