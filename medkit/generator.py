@@ -101,7 +101,7 @@ def quantize_linear_int8(module: nn.Module, keep_float: tuple[str, ...] = ("down
              if isinstance(m, nn.Linear) and not n.endswith(keep_float)}
     with warnings.catch_warnings():  # torch 2.14 announces a move of this API to torchao
         warnings.simplefilter("ignore")
-        return quantize_dynamic(module, names, dtype=torch.qint8)
+        return quantize_dynamic(module, names, dtype=torch.qint8, inplace=True)  # no deep copy: peak RSS
 
 
 def load_language_model(lm_path: str):

@@ -224,13 +224,15 @@ def run_loop(name: str, module: torch.nn.Module, loss_fn, n_items: int, batch_si
         module.train()
         bar = tqdm(total=len(batches), initial=step, desc=f"{name} epoch {epoch + 1}/{epochs}", disable=not d.main)
         for b in range(step, len(batches)):
+            t0 = time.perf_counter()
             loss, logs = loss_fn(model, batches[b])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_([p for p in module.parameters() if p.requires_grad], cfg.train.grad_clip)
             opt.step()
             sched.step()
-            rec = {"epoch": epoch, "step": b, "loss": float(loss), **{k: float(v) for k, v in logs.items()}}
+            rec = {"epoch": epoch, "step": b, "loss": float(loss), **{k: float(v) for k, v in logs.items()},
+                   "items": len(batches[b]), "seconds": round(time.perf_counter() - t0, 4)}
             history.append(rec)
             bar.set_postfix(loss=f"{rec['loss']:.4f}")
             bar.update(1)
