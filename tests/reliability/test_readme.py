@@ -1,0 +1,20 @@
+"""The app README keeps the reliability table this suite prints, and documents access control."""
+
+from __future__ import annotations
+
+from tests.monailabel.conftest import APP
+from tests.reliability.summary import reliability_table
+
+
+def test_readme_table_matches_the_suite():
+    text = (APP / "README.md").read_text()
+    start, end = "<!-- reliability-table:start -->", "<!-- reliability-table:end -->"
+    assert start in text and end in text
+    assert text.split(start, 1)[1].split(end, 1)[0].strip() == reliability_table()
+
+
+def test_readme_documents_auth_tls_and_limits():
+    text = (APP / "README.md").read_text()
+    for needle in ("MONAI_LABEL_AUTH_ENABLE", "--ssl_certfile", "--ssl_keyfile", "allow_remote", "max_upload_mb",
+                   "127.0.0.1"):
+        assert needle in text, needle
