@@ -94,14 +94,16 @@ class RequestGuard:
 
 
 class RedactUploadNames(logging.Filter):
-    """MONAI Label logs an upload's ``UploadFile(filename='...')``; file names often carry patient
-    names (``DOE_JANE_chest.dcm``), so they are replaced by ``<redacted>`` before any handler sees them."""
+    """MONAI Label logs an upload's ``UploadFile(filename='...', headers=...)``, the file name twice;
+    file names often carry patient names (``DOE_JANE_chest.dcm``), so they are replaced by
+    ``<redacted>`` before any handler sees them."""
 
-    PATTERN = re.compile(r"filename='[^']*'")
+    # filename='..' (UploadFile) and filename=".." / filename*=UTF-8''.. (its Content-Disposition header)
+    PATTERN = re.compile(r"""(filename\*?=)(?:UTF-8''[^;'"\s]*|(['"])(?:(?!\2).)*\2)""", re.IGNORECASE)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, str) and "filename='" in record.msg:
-            record.msg = self.PATTERN.sub("filename='<redacted>'", record.msg)
+        if isinstance(record.msg, str) and "filename" in record.msg.lower():
+            record.msg = self.PATTERN.sub(r"\1<redacted>", record.msg)
         return True
 
 

@@ -182,11 +182,13 @@ def test_train_fine_tunes_validates_and_promotes(local_server, tiny_model_dir):
     assert r.status_code == 200 and r.json()["model"] == stats["version"]  # the server serves the new version
 
     # A run that must not be promoted (tolerance below any improvement) keeps the current model.
-    r = post(local_server, "/train/medkit_cxr", json={"max_epochs": 1, "min_studies": 2, "promote_tolerance": -1e6})
-    assert r.status_code == 200
-    assert wait_for_training(local_server)["status"] == "DONE"
+    # run_sync: MONAI Label runs it in the server process (no subprocess start-up); same task code.
+    r = post(local_server, "/train/medkit_cxr?run_sync=true",
+             json={"max_epochs": 1, "min_studies": 2, "promote_tolerance": -1e6})
+    assert r.status_code == 200, r.text
+    assert r.json()["promoted"] is False and r.json()["version"] is None
     again = requests.get(f"{local_server.url}/info/", timeout=30).json()["train_stats"]["medkit_cxr"]
-    assert again["promoted"] is False and again["version"] is None
+    assert again["status"] == "DONE" and again["promoted"] is False and again["version"] is None
     assert (local_server.app / "model" / "medkit_cxr" / "current").read_text().strip() == stats["version"]
 
 
@@ -244,12 +246,12 @@ def test_ct_train_with_reports_and_masks_promotes(local_server, ct_model_dir, tm
             r = requests.put(f"{local_server.url}/datastore/label?image={image}&tag=organs",
                              files={"label": ("organs.nii.gz", f)}, timeout=120)
         assert r.status_code == 200, r.text
-    r = post(local_server, "/train/medkit_ct", json={"max_epochs": 3, "min_studies": 2, "lr": 1e-4,
-                                                      "crops_per_volume": 1})
+    # run_sync: in the server process (the subprocess path is the chest X-ray test's); same task code
+    r = post(local_server, "/train/medkit_ct?run_sync=true", json={"max_epochs": 3, "min_studies": 2, "lr": 1e-4,
+                                                                    "crops_per_volume": 1})
     assert r.status_code == 200, r.text
-    task = wait_for_training(local_server)
-    assert task["status"] == "DONE", task.get("details")
     stats = requests.get(f"{local_server.url}/info/", timeout=30).json()["train_stats"]["medkit_ct"]
+    assert stats["status"] == "DONE" and stats["version"] == r.json()["version"]
     assert stats["studies_with_masks"] == 2 and stats["train_studies"] == 1 and stats["val_studies"] == 1
     assert stats["promoted"] is (stats["val_loss_after"] <= stats["val_loss_before"])
     assert stats["promoted"], stats  # the same scan held out: the loss must go down

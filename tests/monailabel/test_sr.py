@@ -10,7 +10,6 @@ import pytest
 from medkit.labeler import OBSERVATIONS
 from medkit.sr import SRInputError, build_report_sr, read_report_sr, write_report_sr
 from tests.conftest import NIH_PNG, RSNA_DCM, nema_cr_path
-from tests.test_cli import medkit
 
 RESULT = {"report": "The heart is normal in size. No pleural effusion.",
           "findings": [{"name": n, "probability": round(i / 20, 2), "status": "positive" if i == 2 else "negative"}
@@ -53,20 +52,40 @@ def test_sr_bad_input(result, sources, needle):
         build_report_sr(result, sources)
 
 
-def test_cli_generate_sr(tmp_path, tiny_model_dir):
-    out = tmp_path / "report_sr.dcm"
-    r = medkit("generate", str(RSNA_DCM), str(NIH_PNG), "--model", str(tiny_model_dir), "--json", "--sr", str(out))
-    assert r.returncode == 0, r.stderr[-2000:]
-    printed = json.loads(r.stdout)
-    back = read_report_sr(out)
+@pytest.fixture(scope="module")
+def cli_runs(tmp_path_factory, tiny_model_dir):
+    """Both `medkit generate --sr` command lines in one interpreter (tests/reliability/cli_driver.py):
+    on a loaded CPU each Python + torch start-up costs tens of seconds."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    work = tmp_path_factory.mktemp("cli_sr")
+    cases = {"sr": ["generate", str(RSNA_DCM), str(NIH_PNG), "--model", str(tiny_model_dir), "--json",
+                    "--sr", str(work / "report_sr.dcm")],
+             "no_dicom": ["generate", str(NIH_PNG), "--sr", str(work / "x.dcm")]}
+    (work / "cases.json").write_text(json.dumps(cases))
+    subprocess.run([sys.executable, "-m", "tests.reliability.cli_driver", str(work / "cases.json"),
+                    str(work / "out.json")], cwd=ROOT, check=True, timeout=900)
+    return work, json.loads((work / "out.json").read_text())
+
+
+def test_cli_generate_sr(cli_runs):
+    work, runs = cli_runs
+    r = runs["sr"]
+    assert r["rc"] == 0, r["stderr"][-2000:]
+    printed = json.loads(r["stdout"])
+    back = read_report_sr(work / "report_sr.dcm")
     assert back["report"] == printed["report"].strip()
     assert back["sources"] == [pydicom.dcmread(RSNA_DCM, stop_before_pixels=True).SeriesInstanceUID]  # DICOM only
     assert [f["status"] for f in back["findings"]] == [f["status"] for f in printed["findings"]]
 
 
-def test_cli_generate_sr_needs_dicom_input(tmp_path):
-    r = medkit("generate", str(NIH_PNG), "--sr", str(tmp_path / "x.dcm"), timeout=120)
-    assert r.returncode == 2 and "Traceback" not in r.stderr
-    lines = [x for x in r.stderr.splitlines() if x.strip()]
+def test_cli_generate_sr_needs_dicom_input(cli_runs):
+    work, runs = cli_runs
+    r = runs["no_dicom"]
+    assert r["rc"] == 2 and "Traceback" not in r["stderr"]
+    lines = [x for x in r["stderr"].splitlines() if x.strip()]
     assert len(lines) == 1 and "no DICOM input" in lines[0]
-    assert not (tmp_path / "x.dcm").exists()
+    assert not (work / "x.dcm").exists()
