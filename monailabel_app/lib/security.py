@@ -26,9 +26,11 @@ def _is_loopback(host: str | None) -> bool:
     if not host:
         return False
     try:
-        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+        ip = ipaddress.ip_address(host.split("%")[0])
     except ValueError:
         return host == "localhost"
+    mapped = getattr(ip, "ipv4_mapped", None)  # ::ffff:127.0.0.1 when the server listens on "::"
+    return ip.is_loopback or bool(mapped and mapped.is_loopback)
 
 
 class RequestGuard:
