@@ -22,26 +22,27 @@ from pathlib import Path
 logger = logging.getLogger("medkit")
 
 
-def _add_train(sub) -> None:
-    p = sub.add_parser("train", help="train teacher -> student -> generator (resumable; torchrun-ready)")
-    p.add_argument("--data", required=True, help="folder with iu_xray/annotation.json, an annotation .json or a .jsonl manifest")
+def _add_run_args(p, data_help: str, config_help: str, set_example: str) -> None:
+    """Arguments shared by the training commands."""
+    p.add_argument("--data", required=True, help=data_help)
     p.add_argument("--out", required=True, help="run folder: checkpoints, logs and the final model (OUT/model)")
-    p.add_argument("--config", help="MedKit config.json to start from (default: built-in defaults)")
+    p.add_argument("--config", help=f"{config_help} to start from (default: built-in defaults)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one config value, e.g. --set train.generator_epochs=2 (repeatable)")
+                   help=f"override one config value, e.g. --set {set_example} (repeatable)")
     p.add_argument("--lm", help="local Hugging Face causal-LM directory (default: packaged SmolLM2-135M-Instruct)")
     p.add_argument("--ckpt-every", type=int, default=50, help="checkpoint every N optimiser steps")
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train teacher -> student -> generator (resumable; torchrun-ready)")
+    _add_run_args(p, "folder with iu_xray/annotation.json, an annotation .json or a .jsonl manifest",
+                  "MedKit config.json", "train.generator_epochs=2")
 
 
 def _add_train_ct(sub) -> None:
     p = sub.add_parser("train-ct", help="train the CT path: teacher probe -> 3D student -> generator (resumable)")
-    p.add_argument("--data", required=True, help="JSONL manifest: {id, images: [volume], report, split[, masks]}")
-    p.add_argument("--out", required=True, help="run folder: checkpoints, logs and the final model (OUT/model)")
-    p.add_argument("--config", help="MedKit CT config.json to start from (default: built-in defaults)")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one config value, e.g. --set train.student_epochs=100 (repeatable)")
-    p.add_argument("--lm", help="local Hugging Face causal-LM directory (default: packaged SmolLM2-135M-Instruct)")
-    p.add_argument("--ckpt-every", type=int, default=50, help="checkpoint every N optimiser steps")
+    _add_run_args(p, "JSONL manifest: {id, images: [volume], report, split[, masks]}", "MedKit CT config.json",
+                  "train.student_epochs=100")
 
 
 def _add_export(sub) -> None:

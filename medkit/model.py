@@ -10,8 +10,6 @@ LoRA); the language model's base weights come from their registry package or loc
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Sequence
@@ -23,6 +21,7 @@ from medkit.config import MedKitConfig
 from medkit.encoders import CXREncoder
 from medkit.generator import ReportGenerator
 from medkit.images import load_cxr, order_views, to_model_input
+from medkit.files import atomic_write
 from medkit.knowledge import KnowledgeGraph, Triple
 from medkit.labeler import OBSERVATIONS
 
@@ -38,20 +37,11 @@ def default_model_dir() -> Path:
 
 
 def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict | None = None) -> None:
-    """Write via a temporary file + fsync + rename so a crash never leaves a half-written file."""
+    """Save tensors so that a crash leaves the old file or the new one (:func:`medkit.files.atomic_write`)."""
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 def stack_views(arrays: Sequence[np.ndarray], size: int, max_views: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -29,11 +29,11 @@ COMPLETE / UNVERIFIED / FINAL (MedKit does not sign reports on anyone's behalf).
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import warnings
 from pathlib import Path
-from typing import Callable, Sequence
+
+from medkit.files import atomic_write
+from typing import Sequence
 
 logger = logging.getLogger(__name__)
 
@@ -184,45 +184,6 @@ def build_report_sr(result: dict, sources: Sequence, *, final: bool = False, ser
     scheme.CodingSchemeName = SCHEME_NAME
     sr.CodingSchemeIdentificationSequence = [scheme]
     return sr
-
-
-def atomic_write(path: str | Path, data: bytes | str | Callable[[str], None], mode: int = 0o644) -> Path:
-    """Write ``path`` so that readers (and a crash) see the old file or the new one, never a part.
-
-    ``data`` is bytes, text (UTF-8) or a function writing a given temporary path. The temporary
-    file lives in the same folder; it is fsynced, renamed over ``path``, and the folder is
-    fsynced so the rename itself survives a power loss. Shared by the SR export and the MONAI
-    Label app's labels, model versions and datastore index.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, mode)  # mkstemp creates 0600; labels and reports are shared files
-        if callable(data):
-            os.close(fd)
-            fd = -1
-            data(tmp)
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-        else:
-            with os.fdopen(fd, "wb") as f:
-                fd = -1
-                f.write(data.encode("utf-8") if isinstance(data, str) else data)
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    finally:
-        if fd >= 0:
-            os.close(fd)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 def write_report_sr(result: dict, sources: Sequence, out: str | Path, **kwargs) -> Path:

@@ -39,6 +39,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from medkit.config import ConfigFile, MedKitConfig
+from medkit.files import atomic_write
 from medkit.data import Study, load_studies
 from medkit.distill import FeatureProjectors, distillation_loss
 from medkit.encoders import CXREncoder
@@ -159,13 +160,7 @@ def save_state(path: Path, module: torch.nn.Module, opt, sched, epoch: int, step
         "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
         "extra": extra or {},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def trainable_names(module: torch.nn.Module) -> set[str]:
@@ -256,7 +251,8 @@ def run_loop(name: str, module: torch.nn.Module, loss_fn, n_items: int, batch_si
 
 
 # Settings a resumed run may change: how long to train and how much to validate.
-RESUMABLE_CHANGES = {"train.teacher_epochs", "train.student_epochs", "train.generator_epochs", "train.eval_limit"}
+RESUMABLE_CHANGES = {"train.teacher_epochs", "train.student_epochs", "train.generator_epochs", "train.eval_limit",
+                     "train.teacher_probe_epochs"}  # the last one: CT runs
 
 
 def config_changes(a: ConfigFile, b: ConfigFile) -> set[str]:
@@ -269,6 +265,17 @@ def config_changes(a: ConfigFile, b: ConfigFile) -> set[str]:
         elif da[section] != db[section]:
             out.add(section)
     return out
+
+
+def check_resumable(out: Path, cfg: ConfigFile) -> None:
+    """Refuse to resume a run folder whose config differs beyond RESUMABLE_CHANGES; save ``cfg``."""
+    prev = out / "config.json"
+    if prev.exists():
+        changed = config_changes(type(cfg).load(prev), cfg) - RESUMABLE_CHANGES
+        if changed:
+            raise ValueError(f"{out} holds a run with another config ({', '.join(sorted(changed))} differ); "
+                             "use a new --out or the same settings")
+    cfg.save(prev)
 
 
 def stage_done(out: Path, name: str) -> bool:
@@ -428,13 +435,7 @@ def train(cfg: MedKitConfig, data: str | Path, out: str | Path, lm=None, tokeniz
     seed_everything(cfg.train.seed + d.rank)
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
-        prev = out / "config.json"
-        if prev.exists():
-            changed = config_changes(MedKitConfig.load(prev), cfg) - RESUMABLE_CHANGES
-            if changed:
-                raise ValueError(f"{out} holds a run with another config ({', '.join(sorted(changed))} differ); "
-                                 "use a new --out or the same settings")
-        cfg.save(prev)
+        check_resumable(out, cfg)
     studies = load_studies(data, "train")
     if cfg.train.limit:
         studies = studies[: cfg.train.limit]

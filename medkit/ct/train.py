@@ -45,6 +45,7 @@ from medkit.ct.encoders3d import CTStudent, CTTeacher, FeatureProjectors3d, teac
 from medkit.ct.labels import label_ct_report
 from medkit.ct.volumes import VolumeInputError, read_mask, read_volume, to_model_grid
 from medkit.distill import bernoulli_kl
+from medkit.files import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -163,10 +164,7 @@ def teacher_targets(teacher: CTTeacher, crops: CTCrops, out: Path, main: bool) -
         feats.append([f.half() for f in teacher.features(crops.images[i][None].float())])
     levels = [torch.cat([f[k] for f in feats]) for k in range(len(feats[0]))]
     if main:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save({"n": len(crops), "levels": levels}, tmp)
-        tmp.replace(path)
+        atomic_write(path, lambda tmp: torch.save({"n": len(crops), "levels": levels}, tmp))
     return levels
 
 
@@ -218,7 +216,7 @@ def train_ct(cfg: CTConfig, data: str | Path, out: str | Path, lm=None, tokenize
 
     from medkit.ct.report import MedKitCT
     from medkit.model import atomic_save_safetensors
-    from medkit.train import RESUMABLE_CHANGES, Dist, config_changes, mark_done, run_loop, seed_everything, stage_done
+    from medkit.train import Dist, check_resumable, mark_done, run_loop, seed_everything, stage_done
 
     # medkit.train.run_loop (shared with the 2D path) reads cfg.train.{seed, weight_decay,
     # warmup_steps, grad_clip}, which CTTrainConfig has too.
@@ -226,13 +224,7 @@ def train_ct(cfg: CTConfig, data: str | Path, out: str | Path, lm=None, tokenize
     d = Dist()  # single process: CT volumes are few and large (DDP: see medkit.train for the 2D path)
     seed_everything(cfg.train.seed)
     out.mkdir(parents=True, exist_ok=True)
-    prev = out / "config.json"
-    if prev.exists():
-        changed = config_changes(CTConfig.load(prev), cfg) - RESUMABLE_CHANGES
-        if changed:
-            raise ValueError(f"{out} holds a CT run with another config ({', '.join(sorted(changed))} differ); "
-                             "use a new --out or the same settings")
-    cfg.save(prev)
+    check_resumable(out, cfg)
     studies = load_ct_manifest(data, "train")
     (out / "manifest.jsonl").write_text("".join(json.dumps({"id": s.id, "images": [str(s.volume.resolve())],
                                                             "report": s.report, "split": s.split}) + "\n"

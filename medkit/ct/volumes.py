@@ -182,7 +182,8 @@ def _check_nifti_data(path: Path) -> None:
     except VolumeInputError:
         raise
     except (OSError, EOFError, ValueError, struct.error) as e:  # gzip / zlib errors are OSError or EOFError
-        raise VolumeInputError(f"{path}: file is truncated or damaged ({type(e).__name__}: {e})") from None
+        raise VolumeInputError(f"{path}: cannot read the 3D volume: file is truncated or damaged "
+                               f"({type(e).__name__}: {e})") from None
     if got < expected:
         raise VolumeInputError(f"{path}: file is truncated ({got} of {expected} bytes of voxel data)")
 

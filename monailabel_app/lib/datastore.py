@@ -32,7 +32,7 @@ from monailabel.interfaces.datastore import DefaultLabelTag
 from lib.errors import bad_request, check_id, check_tag, not_found
 from lib.failpoints import failpoint
 from lib.model_store import atomic_write_text
-from medkit.sr import atomic_write
+from medkit.files import atomic_write
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import shutil
 import time
 from pathlib import Path
 
-from medkit.sr import atomic_write
+from medkit.files import atomic_write
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -1,13 +1,17 @@
-"""The app README keeps the reliability table this suite prints, and documents access control."""
+"""Both READMEs keep the reliability table this suite prints; the app's documents access control."""
 
 from __future__ import annotations
 
+import pytest
+
+from tests.conftest import ROOT
 from tests.monailabel.conftest import APP
 from tests.reliability.summary import reliability_table
 
 
-def test_readme_table_matches_the_suite():
-    text = (APP / "README.md").read_text()
+@pytest.mark.parametrize("readme", [APP / "README.md", ROOT / "README.md"], ids=["app", "top-level"])
+def test_readme_table_matches_the_suite(readme):
+    text = readme.read_text()
     start, end = "<!-- reliability-table:start -->", "<!-- reliability-table:end -->"
     assert start in text and end in text
     assert text.split(start, 1)[1].split(end, 1)[0].strip() == reliability_table()
