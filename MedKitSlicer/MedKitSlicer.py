@@ -360,7 +360,7 @@ class MedKitSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.setStatus(f"Next study: {imageId}. Press Generate Report.")
 
     def onTrain(self):
-        model = CXR_MODEL
+        model = self.ui.modelComboBox.currentText or CXR_MODEL  # the server has a train task per model
         params = {"max_epochs": self.ui.epochsSpinBox.value}
         self.runInBackground(f"Starting training of {model} ...", self.logic.startTraining, self.trainStarted,
                              model, params)

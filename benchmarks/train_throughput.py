@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             ct = Path(tmp) / "ct"
             run(medkit + ["train-ct", "--data", str(CT_MANIFEST), "--out", str(ct), "--ckpt-every", "0",
                           "--set", "train.student_epochs=1", "--set", "train.crops_per_volume=6"], args.threads)
-            rows["ct student (96x96x48 crops)"] = stage_stats(ct, "student")
+            rows["ct student (128x128x32 crops)"] = stage_stats(ct, "student")
     print(f"threads {args.threads}; one epoch on {args.studies} chest X-ray studies / the CT sample manifest")
     print("| stage | steps timed | batch | s / step (median) | items / s |")
     print("|---|---|---|---|---|")

@@ -60,7 +60,10 @@ class CTEncoderConfig:
     organs: tuple[str, ...] = ORGANS
     observations: tuple[str, ...] = CT_OBSERVATIONS
     tokens_grid: tuple[int, int, int] = (3, 3, 2)  # visual tokens = product (adaptive average pool)
-    roi_size: tuple[int, int, int] = (96, 96, 48)  # sliding-window patch at model spacing (voxels)
+    # sliding-window patch at model spacing (voxels): 48 x 48 x 14.4 cm, a whole abdominal cross-
+    # section in one window. The student, trained on few volumes, leans on that context: with 96 x
+    # 96 windows the DICOM sample's liver came out 22 % small, with 160 x 160 within 6 %.
+    roi_size: tuple[int, int, int] = (160, 160, 48)
     sw_overlap: float = 0.25
     sw_batch_size: int = 1  # patches per forward: memory stays bounded for any volume size
     dropout: float = 0.1
@@ -90,7 +93,7 @@ class CTTrainConfig:
 
     seed: int = 42
     crops_per_volume: int = 4  # fixed, seeded crops per volume; teacher outputs computed once per crop
-    crop_size: tuple[int, int, int] = (96, 96, 48)  # voxels at model spacing (smaller volumes are padded)
+    crop_size: tuple[int, int, int] = (128, 128, 32)  # voxels at model spacing (smaller volumes are padded)
     teacher_probe_epochs: int = 50  # linear label head on frozen teacher features
     student_epochs: int = 60
     generator_epochs: int = 3
