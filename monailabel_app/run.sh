@@ -34,10 +34,18 @@ while True:
         except ProcessLookupError:
             sys.exit("monailabel server exited during start-up (see the log above)")
         time.sleep(2)
-image = image or call("/activelearning/first", "POST").get("id")
+path = ""
 if not image:
-    sys.exit("no study to report in the datastore")
-print(json.dumps(call(f"/infer/medkit_cxr?image={image}&output=json", "POST"), indent=2))
+    first = call("/activelearning/first", "POST")
+    image, path = first.get("id"), str(first.get("path", ""))
+    if not image:
+        sys.exit("no study to report in the datastore")
+# a volume file is a CT study; everything else goes to the chest X-ray model
+model = "medkit_ct" if path.lower().endswith((".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")) else "medkit_cxr"
+try:
+    print(json.dumps(call(f"/infer/{model}?image={image}&output=json", "POST"), indent=2))
+except urllib.error.HTTPError as e:
+    sys.exit(f"/infer/{model}?image={image}: HTTP {e.code}: {e.read().decode(errors='replace')}")
 print(f"\nMedKit MONAI Label server on {base} (study {image} reported above); Ctrl+C stops it", flush=True)
 PYEOF
 wait "$SERVER"
