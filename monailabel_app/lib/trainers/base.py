@@ -93,6 +93,42 @@ class ReportTrainTask(TrainTask):
     def fine_tune(self, datastore, opts: dict, device: str, stats: dict) -> dict:
         raise NotImplementedError
 
+    def train_and_judge(self, stage: str, module, loss_fn, n_items: int, batch_size: int, cfg, d, val_loss,
+                        opts: dict, stats: dict) -> dict:
+        """Validation loss before, ``run_loop`` epochs (validated and reported after each), loss
+        after and the promotion decision. The run folder (optimiser state) lives beside the new
+        version folder; the caller saves into ``version_dir`` when ``promoted`` and removes ``work``."""
+        import math
+
+        from lib.failpoints import failpoint
+        from medkit.train import run_loop
+
+        name = self.__class__.__name__.lower().replace("medkit", "medkit_")
+        before = val_loss()
+        logger.info("%s train: validation loss before %.4f", name, before)
+        epochs_log = []
+
+        def on_epoch_end(epoch: int) -> dict:
+            v = val_loss()
+            epochs_log.append({"epoch": epoch, "val_loss": round(v, 5)})
+            logger.info("%s train: epoch %d/%d validation loss %.4f", name, epoch, opts["max_epochs"], v)
+            self.store.write_stats({**stats, "epoch": epoch, "max_epochs": opts["max_epochs"], "epochs": epochs_log,
+                                    "val_loss_before": round(before, 5)})
+            failpoint("train.epoch_end")
+            return {"val_loss": v}
+
+        version_dir = self.store.new_version_dir()
+        work = version_dir.parent.parent / "runs" / version_dir.name
+        history = run_loop(stage, module, loss_fn, n_items, batch_size, opts["max_epochs"], opts["lr"], cfg, work, d,
+                           ckpt_every=0, on_epoch_end=on_epoch_end)
+        after = val_loss()
+        promoted = math.isfinite(after) and after <= before + opts["promote_tolerance"]
+        logger.info("%s train: validation loss %.4f -> %.4f: %s", name, before, after,
+                    "promoted" if promoted else "not promoted (worse than the current model)")
+        losses = [h["loss"] for h in history if "loss" in h]
+        return {"before": before, "after": after, "promoted": promoted, "epochs": epochs_log, "losses": losses,
+                "version_dir": version_dir, "work": work}
+
 
 def train_defaults(conf: dict, **extra) -> dict:
     """Training defaults from ``--conf train_*`` (each with a default; see the app README)."""

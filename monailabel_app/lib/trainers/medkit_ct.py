@@ -22,12 +22,10 @@ Request params (JSON body): ``max_epochs``, ``lr``, ``val_split``, ``min_studies
 from __future__ import annotations
 
 import logging
-import math
 import random
 import shutil
 from pathlib import Path
 
-from lib.failpoints import failpoint
 from lib.trainers.base import ReportTrainTask
 from lib.transforms import is_ct_study
 
@@ -88,7 +86,7 @@ class MedkitCt(ReportTrainTask):
 
         from medkit.ct.report import MedKitCT
         from medkit.ct.train import CTCrops, StudentTask
-        from medkit.train import Dist, run_loop, seed_everything
+        from medkit.train import Dist, seed_everything
 
         model = MedKitCT.load(self.store.resolved_dir(), optimize=False)
         cfg = model.cfg
@@ -129,28 +127,10 @@ class MedkitCt(ReportTrainTask):
             task.train()
             return total / len(val)
 
-        before = val_loss()
-        logger.info("medkit_ct train: validation loss before %.4f", before)
-        epochs_log = []
-
-        def on_epoch_end(epoch: int) -> dict:
-            v = val_loss()
-            epochs_log.append({"epoch": epoch, "val_loss": round(v, 5)})
-            logger.info("medkit_ct train: epoch %d/%d validation loss %.4f", epoch, opts["max_epochs"], v)
-            self.store.write_stats({**stats, "epoch": epoch, "max_epochs": opts["max_epochs"], "epochs": epochs_log,
-                                    "val_loss_before": round(before, 5)})
-            failpoint("train.epoch_end")
-            return {"val_loss": v}
-
-        version_dir = self.store.new_version_dir()
-        work = version_dir.parent.parent / "runs" / version_dir.name
-        history = run_loop("student", task, loss_fn, len(train), cfg.train.batch_size, opts["max_epochs"], opts["lr"],
-                           cfg, work, d, ckpt_every=0, on_epoch_end=on_epoch_end)
-        after = val_loss()
-        promoted = math.isfinite(after) and after <= before + opts["promote_tolerance"]
-        logger.info("medkit_ct train: validation loss %.4f -> %.4f: %s", before, after,
-                    "promoted" if promoted else "not promoted (worse than the current model)")
-        losses = [h["loss"] for h in history if "loss" in h]
+        run = self.train_and_judge("student", task, loss_fn, len(train), cfg.train.batch_size, cfg, d, val_loss,
+                                   opts, stats)
+        before, after, promoted, epochs_log, losses = (run[k] for k in ("before", "after", "promoted", "epochs", "losses"))
+        version_dir, work = run["version_dir"], run["work"]
         result = {"train_studies": len(train_studies), "val_studies": len(val_studies), "studies_with_masks": n_mask,
                   "val_loss_before": round(before, 5), "val_loss_after": round(after, 5),
                   "train_loss_first": round(losses[0], 5) if losses else None,

@@ -18,11 +18,9 @@ Request params (JSON body): ``max_epochs``, ``lr``, ``val_split``, ``min_studies
 from __future__ import annotations
 
 import logging
-import math
 import random
 import shutil
 
-from lib.failpoints import failpoint
 from lib.trainers.base import ReportTrainTask
 from lib.transforms import is_ct_study, radiograph_views
 
@@ -60,7 +58,7 @@ class MedkitCxr(ReportTrainTask):
         import torch
 
         from medkit.model import MedKitCXR
-        from medkit.train import Dist, StudyTensors, run_loop, student_tokens
+        from medkit.train import Dist, StudyTensors, student_tokens
 
         model = MedKitCXR.load(self.store.current_dir(), lm_path=self.lm_path, optimize=False)
         cfg = model.cfg
@@ -103,28 +101,10 @@ class MedkitCxr(ReportTrainTask):
             gen.train(was_training)
             return total / len(val)
 
-        before = val_loss()
-        logger.info("medkit_cxr train: validation loss before %.4f", before)
-        epochs_log = []
-
-        def on_epoch_end(epoch: int) -> dict:
-            v = val_loss()
-            epochs_log.append({"epoch": epoch, "val_loss": round(v, 5)})
-            logger.info("medkit_cxr train: epoch %d/%d validation loss %.4f", epoch, opts["max_epochs"], v)
-            self.store.write_stats({**stats, "epoch": epoch, "max_epochs": opts["max_epochs"], "epochs": epochs_log,
-                                    "val_loss_before": round(before, 5)})
-            failpoint("train.epoch_end")
-            return {"val_loss": v}
-
-        version_dir = self.store.new_version_dir()
-        work = version_dir.parent.parent / "runs" / version_dir.name
-        history = run_loop("generator", gen, loss_fn, len(train), cfg.train.generator_batch_size, opts["max_epochs"],
-                           opts["lr"], cfg, work, d, ckpt_every=0, on_epoch_end=on_epoch_end)
-        after = val_loss()
-        train_losses = [h["loss"] for h in history if "loss" in h]
-        promoted = math.isfinite(after) and after <= before + opts["promote_tolerance"]
-        logger.info("medkit_cxr train: validation loss %.4f -> %.4f: %s", before, after,
-                    "promoted" if promoted else "not promoted (worse than the current model)")
+        run = self.train_and_judge("generator", gen, loss_fn, len(train), cfg.train.generator_batch_size, cfg, d,
+                                   val_loss, opts, stats)
+        before, after, promoted, epochs_log = (run[k] for k in ("before", "after", "promoted", "epochs"))
+        train_losses, version_dir, work = run["losses"], run["version_dir"], run["work"]
         result = {"train_studies": len(train), "val_studies": len(val), "val_loss_before": round(before, 5),
                   "val_loss_after": round(after, 5), "train_loss_first": round(train_losses[0], 5) if train_losses else None,
                   "train_loss_last": round(train_losses[-1], 5) if train_losses else None,
