@@ -32,6 +32,7 @@ import re
 import shutil
 import tempfile
 import threading
+import time
 import urllib.parse
 
 import vtk
@@ -689,8 +690,18 @@ class MedKitSlicerLogic(ScriptedLoadableModuleLogic):
         """``GET /train/``: the last training run's status and log lines."""
         return self._request("GET", "/train/", "reading the training status", timeout=30).json()
 
-    def stopTraining(self) -> dict:
-        return self._request("DELETE", "/train/", "stopping training", timeout=30).json()
+    def stopTraining(self, timeout: float = 60.0) -> dict:
+        """``DELETE /train/``. MONAI Label stops only a run whose process has started: a run still
+        SUBMITTED ignores the request and trains to the end, so ask again until it stops or ends."""
+        deadline = time.monotonic() + timeout
+        while True:
+            stopped = self._request("DELETE", "/train/", "stopping training", timeout=30).json()
+            if stopped:
+                return stopped
+            status = self.trainingStatus()
+            if status.get("status") not in ("SUBMITTED", "RUNNING") or time.monotonic() > deadline:
+                return status
+            time.sleep(0.5)
 
     # ---- scene -----------------------------------------------------------------------------
     def loadImageFile(self, path: str, name: str | None = None, imageId: str | None = None):
