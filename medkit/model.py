@@ -36,6 +36,16 @@ def default_model_dir() -> Path:
     return Path(str(resources.files("medkit") / "weights" / "cxr"))
 
 
+def read_config(model_dir: str | Path | None = None) -> MedKitConfig:
+    """A model directory's config (default: the shipped model; the defaults when none is shipped)."""
+    model_dir = Path(model_dir) if model_dir else default_model_dir()
+    if (model_dir / CONFIG_FILE).exists():
+        return MedKitConfig.load(model_dir / CONFIG_FILE)
+    if model_dir == default_model_dir():
+        return MedKitConfig()
+    raise ValueError(f"{model_dir}: not a MedKit model directory (no {CONFIG_FILE})")
+
+
 def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict | None = None) -> None:
     """Save tensors so that a crash leaves the old file or the new one (:func:`medkit.files.atomic_write`)."""
     from safetensors.torch import save_file
@@ -95,12 +105,10 @@ class MedKitCXR(torch.nn.Module):
         from safetensors.torch import load_file
 
         model_dir = Path(model_dir) if model_dir else default_model_dir()
+        cfg = read_config(model_dir)
         if not (model_dir / CONFIG_FILE).exists():
-            if model_dir == default_model_dir():
-                logger.warning("no trained model shipped in %s: using an UNTRAINED model", model_dir)
-                return cls(MedKitConfig()).eval()
-            raise ValueError(f"{model_dir}: not a MedKit model directory (no {CONFIG_FILE})")
-        cfg = MedKitConfig.load(model_dir / CONFIG_FILE)
+            logger.warning("no trained model shipped in %s: using an UNTRAINED model", model_dir)
+            return cls(cfg).eval()
         if lm_path:
             cfg.generator.lm_path = lm_path
         model = cls(cfg, student=CXREncoder(cfg.encoder, "student", pretrained=False))

@@ -39,6 +39,14 @@ def default_ct_model_dir() -> Path:
     return Path(str(resources.files("medkit") / "weights" / "ct"))
 
 
+def read_ct_config(model_dir: str | Path | None = None) -> CTConfig:
+    """A CT model directory's config (default: the shipped CT model)."""
+    model_dir = Path(model_dir) if model_dir else default_ct_model_dir()
+    if not (model_dir / CONFIG_FILE).exists():
+        raise ValueError(f"{model_dir}: not a MedKit CT model directory (no {CONFIG_FILE})")
+    return CTConfig.load(model_dir / CONFIG_FILE)
+
+
 def load_ct_graph() -> KnowledgeGraph:
     return KnowledgeGraph.load(packaged=CT_GRAPH)
 
@@ -118,9 +126,7 @@ class MedKitCT(torch.nn.Module):
         from safetensors.torch import load_file
 
         model_dir = Path(model_dir) if model_dir else default_ct_model_dir()
-        if not (model_dir / CONFIG_FILE).exists():
-            raise ValueError(f"{model_dir}: not a MedKit CT model directory (no {CONFIG_FILE})")
-        cfg = CTConfig.load(model_dir / CONFIG_FILE)
+        cfg = read_ct_config(model_dir)
         if lm_path:
             cfg.generator.lm_path = lm_path
         training = {}

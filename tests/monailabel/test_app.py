@@ -192,11 +192,41 @@ def test_train_fine_tunes_validates_and_promotes(local_server, tiny_model_dir):
     assert (local_server.app / "model" / "medkit_cxr" / "current").read_text().strip() == stats["version"]
 
 
+def test_train_in_two_processes_promotes_one_version(local_server):
+    """The multi-GPU path (DistributedDataParallel, one process per device, rank 0 saves) with two
+    CPU processes over gloo: the same code as on GPUs, but NCCL needs GPUs this machine lacks."""
+    for image in (PNG_ID, PNG2_ID, DCM_ID):
+        assert put_label(local_server, image, json.dumps({"report": REPORT}).encode()).status_code == 200
+    versions = local_server.app / "model" / "medkit_cxr" / "versions"
+    before = set(versions.glob("*")) if versions.exists() else set()
+    r = post(local_server, "/train/medkit_cxr", json={"processes": 2, "max_epochs": 3, "lr": 0.01, "min_studies": 2})
+    assert r.status_code == 200, r.text
+    task = wait_for_training(local_server)
+    assert task["status"] == "DONE", task.get("details")
+    stats = requests.get(f"{local_server.url}/info/", timeout=30).json()["train_stats"]["medkit_cxr"]
+    assert stats["status"] == "DONE" and stats["processes"] == 2 and stats["train_studies"] == 2
+    assert stats["val_loss_after"] < stats["val_loss_before"] and stats["promoted"] is True
+    assert [e["epoch"] for e in stats["epochs"]] == [1, 2, 3]  # rank 0 alone reports each epoch once
+    log = local_server.tail(10**7)  # the task log (/train keeps only its last 20 lines)
+    assert "medkit_cxr train: 2 processes (CPU, gloo)" in log
+    assert log.count("medkit_cxr train: epoch 3/3 validation loss") == 1
+    new = set(versions.glob("*")) - before
+    assert [v.name for v in new] == [stats["version"]]  # one version, saved once
+    assert not (local_server.app / "model" / "medkit_cxr" / "runs").exists() or \
+        not any((local_server.app / "model" / "medkit_cxr" / "runs").iterdir())  # optimiser state removed
+    r = post(local_server, f"/infer/medkit_cxr?image={PNG_ID}&output=json")
+    assert r.status_code == 200 and r.json()["model"] == stats["version"]
+
+
 def test_training_with_too_few_reports_fails_clearly(local_server):
     r = post(local_server, "/train/medkit_cxr", json={"min_studies": 50})
     assert r.status_code == 400 and "need at least 50 chest X-ray studies" in r.json()["detail"], r.text
     r = post(local_server, "/train/medkit_cxr", json={"max_epochs": "many"})
     assert r.status_code == 400 and "max_epochs must be int" in r.json()["detail"], r.text
+    r = post(local_server, "/train/medkit_cxr", json={"multi_gpu": "maybe"})
+    assert r.status_code == 400 and "multi_gpu must be true or false" in r.json()["detail"], r.text
+    r = post(local_server, "/train/medkit_cxr", json={"processes": 0})
+    assert r.status_code == 400 and "processes must be at least 1" in r.json()["detail"], r.text
 
 
 def test_no_report_text_in_logs(local_server):

@@ -22,7 +22,6 @@ Request params (JSON body): ``max_epochs``, ``lr``, ``val_split``, ``min_studies
 from __future__ import annotations
 
 import logging
-import random
 import shutil
 from pathlib import Path
 
@@ -81,29 +80,34 @@ class MedkitCt(ReportTrainTask):
             out.append(CTStudy(image_id, Path(image), report, "train", Path(mask) if mask else None, dict(mask_values)))
         return sorted(out, key=lambda s: s.id)
 
-    def fine_tune(self, datastore, opts: dict, device: str, stats: dict) -> dict:
+    def prepare(self, datastore, opts: dict) -> dict:
+        from medkit.ct.report import read_ct_config
+
+        studies = self.studies(datastore, read_ct_config(self.store.resolved_dir()).encoder.organs)
+        if len(studies) < opts["min_studies"]:
+            raise ValueError(f"need at least {opts['min_studies']} CT studies with a final report to train, "
+                             f"the datastore has {len(studies)}")
+        n_mask, n_pos = self.check_learnable(studies)
+        val_studies, train_studies = self.split(studies, opts)
+        logger.info("medkit_ct train: %d studies for training, %d held out (%d with organ masks, %d reports with "
+                    "findings)", len(train_studies), len(val_studies), n_mask, n_pos)
+        return {"train": train_studies, "val": val_studies, "n_mask": n_mask, "n_pos": n_pos}
+
+    def fine_tune(self, data: dict, opts: dict, d, stats: dict, version_dir) -> dict:
         import torch
 
         from medkit.ct.report import MedKitCT
         from medkit.ct.train import CTCrops, StudentTask
-        from medkit.train import Dist, seed_everything
+        from medkit.train import seed_everything
 
         model = MedKitCT.load(self.store.resolved_dir(), optimize=False)
         cfg = model.cfg
         cfg.train.seed = opts["seed"]
         cfg.train.crops_per_volume = opts["crops_per_volume"]
         seed_everything(opts["seed"])
-        studies = self.studies(datastore, cfg.encoder.organs)
-        if len(studies) < opts["min_studies"]:
-            raise ValueError(f"need at least {opts['min_studies']} CT studies with a final report to train, "
-                             f"the datastore has {len(studies)}")
-        n_mask, n_pos = self.check_learnable(studies)
-        random.Random(opts["seed"]).shuffle(studies)
-        n_val = min(len(studies) - 1, max(1, round(len(studies) * opts["val_split"])))
-        val_studies, train_studies = studies[:n_val], studies[n_val:]
-        logger.info("medkit_ct train: %d studies for training, %d held out (%d with organ masks, %d reports with "
-                    "findings), device %s", len(train_studies), len(val_studies), n_mask, n_pos, device)
-        d = Dist(device=torch.device(device))
+        train_studies, val_studies, n_mask, n_pos = (data[k] for k in ("train", "val", "n_mask", "n_pos"))
+        if d.main:
+            logger.info("medkit_ct train: device %s", d.device)
         train, val = CTCrops(train_studies, cfg), CTCrops(val_studies, cfg)
         task = StudentTask(cfg, model.student, None).to(d.device)
         zero = torch.zeros(cfg.train.crop_size, dtype=torch.long)
@@ -128,14 +132,15 @@ class MedkitCt(ReportTrainTask):
             return total / len(val)
 
         run = self.train_and_judge("student", task, loss_fn, len(train), cfg.train.batch_size, cfg, d, val_loss,
-                                   opts, stats)
+                                   opts, stats, version_dir)
         before, after, promoted, epochs_log, losses = (run[k] for k in ("before", "after", "promoted", "epochs", "losses"))
-        version_dir, work = run["version_dir"], run["work"]
         result = {"train_studies": len(train_studies), "val_studies": len(val_studies), "studies_with_masks": n_mask,
                   "val_loss_before": round(before, 5), "val_loss_after": round(after, 5),
                   "train_loss_first": round(losses[0], 5) if losses else None,
                   "train_loss_last": round(losses[-1], 5) if losses else None,
                   "epochs": epochs_log, "promoted": promoted, "version": None}
+        if not d.main:
+            return result
         if promoted:
             model.cpu().save(version_dir, training={
                 "site_training": {"base": stats.get("base"), "train_studies": len(train_studies),
@@ -143,5 +148,5 @@ class MedkitCt(ReportTrainTask):
                 "label_head_trained": bool(model.train_info.get("label_head_trained") or n_pos)})
             self.store.promote(version_dir)
             result["version"] = version_dir.name
-        shutil.rmtree(work, ignore_errors=True)  # optimiser state; the promoted weights are in version_dir
+        shutil.rmtree(run["work"], ignore_errors=True)  # optimiser state; the promoted weights are in version_dir
         return result

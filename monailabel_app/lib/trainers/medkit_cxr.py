@@ -18,7 +18,6 @@ Request params (JSON body): ``max_epochs``, ``lr``, ``val_split``, ``min_studies
 from __future__ import annotations
 
 import logging
-import random
 import shutil
 
 from lib.trainers.base import ReportTrainTask
@@ -54,28 +53,32 @@ class MedkitCxr(ReportTrainTask):
             out.append(Study(image_id, files, report, "train", views))
         return sorted(out, key=lambda s: s.id)
 
-    def fine_tune(self, datastore, opts: dict, device: str, stats: dict) -> dict:
-        import torch
+    def prepare(self, datastore, opts: dict) -> dict:
+        from medkit.model import read_config
 
-        from medkit.model import MedKitCXR
-        from medkit.train import Dist, StudyTensors, student_tokens
-
-        model = MedKitCXR.load(self.store.current_dir(), lm_path=self.lm_path, optimize=False)
-        cfg = model.cfg
-        studies = self.studies(datastore, cfg.encoder.max_views)
+        max_views = read_config(self.store.current_dir()).encoder.max_views
+        studies = self.studies(datastore, max_views)
         if len(studies) < opts["min_studies"]:
             raise ValueError(f"need at least {opts['min_studies']} studies with a final report to train, "
                              f"the datastore has {len(studies)}")
-        random.Random(opts["seed"]).shuffle(studies)
-        n_val = min(len(studies) - 1, max(1, round(len(studies) * opts["val_split"])))
-        val_studies, train_studies = studies[:n_val], studies[n_val:]
-        logger.info("medkit_cxr train: %d studies for training, %d held out, device %s",
-                    len(train_studies), len(val_studies), device)
+        val_studies, train_studies = self.split(studies, opts)
+        logger.info("medkit_cxr train: %d studies for training, %d held out", len(train_studies), len(val_studies))
+        return {"train": train_studies, "val": val_studies}
+
+    def fine_tune(self, data: dict, opts: dict, d, stats: dict, version_dir) -> dict:
+        import torch
+
+        from medkit.model import MedKitCXR
+        from medkit.train import StudyTensors, student_tokens
+
+        model = MedKitCXR.load(self.store.current_dir(), lm_path=self.lm_path, optimize=False)
+        cfg = model.cfg
+        if d.main:
+            logger.info("medkit_cxr train: device %s", d.device)
         cfg.train.seed = opts["seed"]
-        d = Dist(device=torch.device(device))
         model.to(d.device)
         model.student.requires_grad_(False)
-        train, val = StudyTensors(train_studies, cfg, show=False), StudyTensors(val_studies, cfg, show=False)
+        train, val = StudyTensors(data["train"], cfg, show=False), StudyTensors(data["val"], cfg, show=False)
         tr_tok, tr_mask = student_tokens(model.student, train, d)
         va_tok, va_mask = student_tokens(model.student, val, d)
         gen = model.generator
@@ -102,13 +105,15 @@ class MedkitCxr(ReportTrainTask):
             return total / len(val)
 
         run = self.train_and_judge("generator", gen, loss_fn, len(train), cfg.train.generator_batch_size, cfg, d,
-                                   val_loss, opts, stats)
+                                   val_loss, opts, stats, version_dir)
         before, after, promoted, epochs_log = (run[k] for k in ("before", "after", "promoted", "epochs"))
-        train_losses, version_dir, work = run["losses"], run["version_dir"], run["work"]
+        train_losses, work = run["losses"], run["work"]
         result = {"train_studies": len(train), "val_studies": len(val), "val_loss_before": round(before, 5),
                   "val_loss_after": round(after, 5), "train_loss_first": round(train_losses[0], 5) if train_losses else None,
                   "train_loss_last": round(train_losses[-1], 5) if train_losses else None,
                   "epochs": epochs_log, "promoted": promoted, "version": None}
+        if not d.main:
+            return result
         if promoted:
             old_vocab = gen.report_vocab.clone()
             gen.set_report_vocab([s.report for s in train.studies + val.studies])
