@@ -1,9 +1,14 @@
-"""README figures from a training run and an evaluation JSON.
+"""README figures from a training run, an evaluation JSON and one example study.
 
-    .venv/bin/python benchmarks/plots.py --run runs/cxr_v1 --eval val.json --out docs/
+    .venv/bin/python benchmarks/plots.py --run runs/cxr_v1 --eval val.json --out docs/ \
+        --example medkit/data/samples/nih_00000001_000.png --reference "NIH ChestX-ray14 label: Cardiomegaly"
 
 Writes ``training_curves.png`` (loss per stage, smoothed, with validation loss of the
-generator) and ``per_observation.png`` (clinical-efficacy precision / recall per observation).
+generator), ``per_observation.png`` (clinical-efficacy precision / recall per observation) and
+``example_study.png`` (the views, the generated report, the findings' probabilities, the
+knowledge the prompt carried, and the reference). The committed example is a licence-clean NIH
+image whose reference is its dataset label; an IU X-ray study (images and reports may not be
+redistributed) can be rendered the same way for local use, outside the repository.
 """
 
 from __future__ import annotations
@@ -71,16 +76,49 @@ def per_observation(result: dict, out: Path) -> None:
     fig.savefig(out / "per_observation.png", dpi=110)
 
 
+def example_study(files: list[str], reference: str | None, out: Path, model_dir: str | None = None) -> dict:
+    import textwrap
+
+    from medkit.images import load_cxr
+    from medkit.model import MedKitCXR
+
+    model = MedKitCXR.load(model_dir)
+    result = model.report_from_files(files)
+    fig = plt.figure(figsize=(10.5, 4.6))
+    n = len(files)
+    for i, f in enumerate(files):
+        ax = fig.add_axes([0.01 + i * 0.3 / n, 0.05, 0.3 / n - 0.01, 0.85])
+        ax.imshow(load_cxr(f), cmap="gray")
+        ax.set_title(Path(f).name, fontsize=8)
+        ax.axis("off")
+    top = sorted(result["findings"], key=lambda x: -x["probability"])[:5]
+    lines = ["Generated report (shipped model, greedy):", *textwrap.wrap(result["report"], 80), "",
+             "Findings, highest probabilities (threshold "
+             f"{model.cfg.generator.finding_threshold:.2f}):",
+             *[f"  {x['name']}: {x['probability']:.2f} ({x['status']})" for x in top], "",
+             "Knowledge in the prompt:", *[f"  {t}" for t in result.get("knowledge", [])[:4]]]
+    if reference:
+        lines += ["", "Reference:", *textwrap.wrap(reference, 80)]
+    fig.text(0.33, 0.95, "\n".join(lines), va="top", family="monospace", fontsize=8.5)
+    fig.savefig(out / "example_study.png", dpi=110)
+    return result
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", type=Path, required=True)
     ap.add_argument("--eval", type=Path)
     ap.add_argument("--out", type=Path, default=Path("docs"))
+    ap.add_argument("--example", nargs="+", metavar="IMAGE", help="the views of one study to render with its report")
+    ap.add_argument("--reference", help="the example's reference report or label")
+    ap.add_argument("--model", help="model directory (default: the shipped model)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     training_curves(args.run, args.out)
     if args.eval:
         per_observation(json.loads(args.eval.read_text()), args.out)
+    if args.example:
+        example_study(args.example, args.reference, args.out, args.model)
     print(f"figures written to {args.out}")
     return 0
 

@@ -25,8 +25,11 @@ class EncoderConfig:
     tokens_grid: int = 3  # visual tokens per view = tokens_grid ** 2 (adaptive avg pool)
     num_labels: int = len(OBSERVATIONS)
     dropout: float = 0.2
+    report_encoder: str = "student"  # encoder the report model uses; "teacher" only for the ablation
 
     def __post_init__(self) -> None:
+        if self.report_encoder not in ("student", "teacher"):
+            raise ValueError(f"report_encoder must be 'student' or 'teacher', got {self.report_encoder!r}")
         if self.image_size < 32 or self.image_size % 32:
             raise ValueError(f"image_size must be a multiple of 32 and >= 32, got {self.image_size}")
         if not 1 <= self.student_blocks <= 7:
@@ -91,6 +94,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     num_workers: int = 0
     limit: int | None = None  # use only the first N training studies (smoke tests)
+    generator_limit: int | None = None  # the generator sees the first N of those (ablations at a fixed budget)
     eval_limit: int | None = 100  # val studies scored after each generator epoch
 
 

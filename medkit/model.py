@@ -78,7 +78,7 @@ class MedKitCXR(torch.nn.Module):
                  kg: KnowledgeGraph | None = None, lm=None, tokenizer=None):
         super().__init__()
         self.cfg = cfg
-        self.student = student or CXREncoder(cfg.encoder, "student")
+        self.student = student or CXREncoder(cfg.encoder, cfg.encoder.report_encoder)
         n_tokens = cfg.encoder.max_views * cfg.encoder.tokens_grid**2
         self.generator = generator or ReportGenerator(cfg.generator, self.student.out_channels, n_tokens, lm, tokenizer)
         self.kg = kg or KnowledgeGraph.load()
@@ -111,7 +111,7 @@ class MedKitCXR(torch.nn.Module):
             return cls(cfg).eval()
         if lm_path:
             cfg.generator.lm_path = lm_path
-        model = cls(cfg, student=CXREncoder(cfg.encoder, "student", pretrained=False))
+        model = cls(cfg, student=CXREncoder(cfg.encoder, cfg.encoder.report_encoder, pretrained=False))
         state = load_file(str(model_dir / WEIGHTS_FILE))
         model.student.load_state_dict({k[8:]: v for k, v in state.items() if k.startswith("student.")})
         model.generator.load_trainable_state({k[10:]: v for k, v in state.items() if k.startswith("generator.")})

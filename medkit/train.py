@@ -146,6 +146,13 @@ class StudyTensors:
     def __len__(self) -> int:
         return len(self.studies)
 
+    def subset(self, n: int) -> "StudyTensors":
+        """The first ``n`` studies (no copy of the tensors)."""
+        part = object.__new__(StudyTensors)
+        for name in ("studies", "images", "masks", "labels", "findings"):
+            setattr(part, name, getattr(self, name)[:n])
+        return part
+
     def batch(self, idx: list[int], device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = torch.stack([self.images[i] for i in idx]).float().to(device)
         return x, torch.stack([self.masks[i] for i in idx]).to(device), torch.stack([self.labels[i] for i in idx]).to(device)
@@ -449,9 +456,14 @@ def train(cfg: MedKitConfig, data: str | Path, out: str | Path, lm=None, tokeniz
     train_set = StudyTensors(studies, cfg, show=d.main)
     val_set = StudyTensors(val_studies, cfg, show=d.main) if val_studies else None
     teacher = train_teacher(cfg, train_set, out, d, ckpt_every)
-    student = train_student(cfg, teacher, train_set, out, d, ckpt_every)
-    del teacher
-    model = train_generator(cfg, student, train_set, val_set, out, d, ckpt_every, lm, tokenizer)
+    if cfg.encoder.report_encoder == "teacher":  # ablation: the generator reads the teacher's tokens
+        encoder = teacher
+    else:
+        encoder = train_student(cfg, teacher, train_set, out, d, ckpt_every)
+        del teacher
+    if cfg.train.generator_limit:
+        train_set = train_set.subset(cfg.train.generator_limit)
+    model = train_generator(cfg, encoder, train_set, val_set, out, d, ckpt_every, lm, tokenizer)
     final = out / "model"
     if d.main:
         model.save(final)

@@ -120,3 +120,22 @@ def test_export_matches_final_model(tiny_model_dir, tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_ablation_switches_teacher_encoder_and_generator_budget(tmp_path, tiny_lm_dir, tiny_manifest):
+    """``encoder.report_encoder=teacher`` (no student stage; the model reloads with the teacher) and
+    ``train.generator_limit`` (the generator trains on the first N studies): benchmarks/ablations.py."""
+    from medkit.model import MedKitCXR
+
+    out = tmp_path / "teacher_run"
+    extra = ["encoder.report_encoder=teacher", "train.generator_limit=2", "train.generator_epochs=1"]
+    r = subprocess.run(_train_cmd(tiny_manifest, out, tiny_lm_dir, extra), env=_env(), capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert not (out / "student").exists()  # the teacher feeds the generator: no distillation stage
+    steps = [h for h in _history(out, "generator") if "loss" in h]
+    assert len(steps) == 1  # 2 studies, batch 2, one epoch
+    model = MedKitCXR.load(out / "model", lm_path=str(tiny_lm_dir))
+    assert model.student.role == "teacher" and model.cfg.encoder.report_encoder == "teacher"
+    out_ = model.report_from_arrays([torch.rand(80, 80).numpy()], num_beams=1)
+    assert isinstance(out_["report"], str)
