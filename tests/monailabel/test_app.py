@@ -160,11 +160,15 @@ def wait_for_training(server, timeout=600) -> dict:
     raise AssertionError(f"training still running after {timeout} s")
 
 
+def label_three_studies(server) -> None:
+    for image in (PNG_ID, PNG2_ID, DCM_ID):
+        assert put_label(server, image, json.dumps({"report": REPORT}).encode()).status_code == 200
+
+
 def test_train_fine_tunes_validates_and_promotes(local_server, tiny_model_dir):
     from safetensors.torch import load_file
 
-    for image in (PNG_ID, PNG2_ID, DCM_ID):  # the same report: the held-out loss must go down
-        assert put_label(local_server, image, json.dumps({"report": REPORT}).encode()).status_code == 200
+    label_three_studies(local_server)  # the same report: the held-out loss must go down
     r = post(local_server, "/train/medkit_cxr", json={"max_epochs": 4, "lr": 0.01, "min_studies": 2})
     assert r.status_code == 200, r.text
     task = wait_for_training(local_server)
@@ -195,8 +199,7 @@ def test_train_fine_tunes_validates_and_promotes(local_server, tiny_model_dir):
 def test_train_in_two_processes_promotes_one_version(local_server):
     """The multi-GPU path (DistributedDataParallel, one process per device, rank 0 saves) with two
     CPU processes over gloo: the same code as on GPUs, but NCCL needs GPUs this machine lacks."""
-    for image in (PNG_ID, PNG2_ID, DCM_ID):
-        assert put_label(local_server, image, json.dumps({"report": REPORT}).encode()).status_code == 200
+    label_three_studies(local_server)
     versions = local_server.app / "model" / "medkit_cxr" / "versions"
     before = set(versions.glob("*")) if versions.exists() else set()
     r = post(local_server, "/train/medkit_cxr", json={"processes": 2, "max_epochs": 3, "lr": 0.01, "min_studies": 2})

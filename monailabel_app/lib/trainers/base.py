@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 class ReportTrainTask(TrainTask):
     option_types = {"max_epochs": int, "lr": float, "val_split": float, "min_studies": int,
-                    "promote_tolerance": float, "seed": int, "multi_gpu": "bool", "processes": int}
+                    "promote_tolerance": float, "seed": int, "multi_gpu": bool, "processes": int}
 
     def __init__(self, store, defaults: dict, description: str):
         super().__init__(description)
@@ -200,7 +200,7 @@ class ReportTrainTask(TrainTask):
 
 
 def _parse_option(key: str, kind, value):
-    if kind == "bool":  # JSON true/false, or the strings a form sends
+    if kind is bool:  # JSON true/false, or the strings a form sends
         if isinstance(value, bool) or value in (0, 1):
             return bool(value)
         if str(value).strip().lower() in ("true", "false", "1", "0", "yes", "no"):
@@ -255,7 +255,7 @@ def train_defaults(conf: dict, **extra) -> dict:
         "min_studies": int(conf.get("train_min_studies", "4")),
         "promote_tolerance": float(conf.get("train_promote_tolerance", "0.0")),
         "seed": int(conf.get("train_seed", "42")),
-        "multi_gpu": _parse_option("train_multi_gpu", "bool", conf.get("train_multi_gpu", "true")),
+        "multi_gpu": _parse_option("train_multi_gpu", bool, conf.get("train_multi_gpu", "true")),
         "processes": int(conf["train_processes"]) if conf.get("train_processes") else None,
         **extra,
     }
