@@ -171,6 +171,7 @@ class ReportGenerator(nn.Module):
         self.register_buffer("report_vocab", torch.zeros(0, dtype=torch.long))
         self._vocab_map: torch.Tensor | None = None  # pruned id -> tokenizer id, once optimised
         self._prompt_embed: torch.Tensor | None = None  # full embedding table kept for prompts
+        self._onnx = None  # onnx_lm.OnnxLM once optimised, when greedy decoding runs on ONNX Runtime
 
     # ---- prompt construction -------------------------------------------------------------
     def _split_template(self) -> tuple[list[int], str]:
@@ -290,9 +291,26 @@ class ReportGenerator(nn.Module):
             self.lm.set_output_embeddings(head)
             self.lm.config.vocab_size = len(keep)
             self._vocab_map = keep
-        if self.cfg.int8_inference:
+        self._onnx = self._onnx_lm()
+        if self.cfg.int8_inference:  # beam search and batches still decode in PyTorch
             self.lm = quantize_linear_int8(self.lm)
         self.lm.requires_grad_(False)
+
+    def _onnx_lm(self):
+        """The ONNX Runtime twin of the merged LM for greedy decoding, or None (runtime "torch",
+        or "auto" where onnxruntime is missing or the LM is not a Llama)."""
+        if self.cfg.runtime == "torch":
+            return None
+        from medkit import onnx_lm
+
+        why = None if onnx_lm.available() else "onnxruntime is not installed"
+        why = why or onnx_lm.supports(self.lm)
+        if why:
+            if self.cfg.runtime == "onnx":
+                raise RuntimeError(f"generator.runtime 'onnx' is not possible: {why}")
+            logger.info("greedy decoding in PyTorch: %s", why)
+            return None
+        return onnx_lm.OnnxLM(self.lm, cache_dir())
 
     def _pruned_id(self, token_id: int) -> int:
         if self._vocab_map is None:
@@ -325,8 +343,11 @@ class ReportGenerator(nn.Module):
         (repetition penalty and n-gram blocking on the new tokens, minimum length) without its
         per-step bookkeeping: at batch 1 that bookkeeping costs as much as a small LM's step."""
         eos, n, penalty = kw["eos_token_id"], kw["no_repeat_ngram_size"], kw["repetition_penalty"]
-        out = self.lm(inputs_embeds=inputs, use_cache=True, logits_to_keep=1)
-        cache, logits = out.cache, out.logits[0, -1]
+        if self._onnx is not None:
+            next_logits = self._onnx.steps(inputs[0], self.lm.get_input_embeddings())
+        else:
+            next_logits = self._torch_steps(inputs)
+        logits = next(next_logits)
         new: list[int] = []
         for step in range(kw["max_new_tokens"]):
             logits = logits.float()
@@ -344,9 +365,15 @@ class ReportGenerator(nn.Module):
             new.append(nxt)
             if nxt == eos:
                 break
-            out = self.lm(input_ids=torch.tensor([[nxt]]), cache=cache, use_cache=True)
-            cache, logits = out.cache, out.logits[0, -1]
+            logits = next_logits.send(nxt)
         return torch.tensor([new])
+
+    def _torch_steps(self, inputs: torch.Tensor):
+        """Generator of next-token logits: first after the prompt, then after each sent token."""
+        out = self.lm(inputs_embeds=inputs, use_cache=True, logits_to_keep=1)
+        while True:
+            token = yield out.logits[0, -1]
+            out = self.lm(input_ids=torch.tensor([[token]]), cache=out.cache, use_cache=True)
 
     # ---- trainable tensors only -----------------------------------------------------------
     def trainable_state(self) -> dict[str, torch.Tensor]:

@@ -145,7 +145,7 @@ def test_model_save_load_roundtrip(tmp_path, tiny_lm_dir):
 
     cfg = MedKitConfig().override([f"generator.lm_path={tiny_lm_dir}", "encoder.image_size=64",
                                    "generator.num_beams=1", "generator.max_new_tokens=6",
-                                   "generator.int8_inference=false"])
+                                   "generator.int8_inference=false", "generator.runtime=torch"])
     torch.manual_seed(1)
     model = MedKitCXR(cfg).eval()
     with torch.no_grad():  # make LoRA non-trivial so the round trip is a real check

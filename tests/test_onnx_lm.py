@@ -1,0 +1,119 @@
+"""ONNX Runtime greedy decoding (medkit.onnx_lm): the exported step is the Hugging Face Llama,
+it is exported once per weights, and the generator uses it only where it should."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from medkit.config import GeneratorConfig, MedKitConfig
+from medkit.onnx_lm import KEEP_EXPORTS, LlamaStep, OnnxLM, supports
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tiny_lm_dir):
+    from medkit.generator import load_language_model
+
+    torch.manual_seed(0)
+    lm, _ = load_language_model(str(tiny_lm_dir))
+    with torch.no_grad():  # random but not tiny weights, so that errors would show
+        for p in lm.parameters():
+            p.normal_(0, 0.2)
+    return lm.eval()
+
+
+def test_step_matches_transformers_forward(tiny_lm):
+    step = LlamaStep(tiny_lm).eval()
+    width = tiny_lm.config.hidden_size
+    x = torch.randn(1, 7, width)
+    empty = [torch.from_numpy(a) for a in step.empty_cache()]
+    assert len(empty) == 2 * tiny_lm.config.num_hidden_layers
+    with torch.no_grad():
+        ref = tiny_lm(inputs_embeds=x, use_cache=True)
+        logits, *cache = step(x, *empty)
+        assert torch.allclose(logits[0], ref.logits[0, -1], atol=1e-4)
+        assert all(c.shape[1] == 7 for c in cache)
+        nxt = torch.randn(1, 1, width)  # one more position through the cache
+        ref2 = tiny_lm(inputs_embeds=nxt, cache=ref.cache, use_cache=True)
+        logits2, *cache2 = step(nxt, *cache)
+    assert torch.allclose(logits2[0], ref2.logits[0, -1], atol=1e-4)
+    assert all(c.shape[1] == 8 for c in cache2)
+
+
+def _assert_close(got: torch.Tensor, ref: torch.Tensor) -> None:
+    """8-bit block weights and int8 arithmetic: close to the float32 logits, not equal (a wrong
+    graph, e.g. a missing rotary embedding or cache position, is off by the logits' spread)."""
+    err, spread = (got - ref).abs(), ref.std()
+    assert err.mean() < 0.02 * spread and err.max() < 0.15 * spread, (float(err.mean()), float(err.max()), float(spread))
+
+
+def test_onnx_logits_follow_the_model_and_export_is_cached(tiny_lm, tmp_path):
+    ort_lm = OnnxLM(tiny_lm, tmp_path)
+    assert ort_lm.path.exists() and ort_lm.path.parent == tmp_path / "onnx"
+    width = tiny_lm.config.hidden_size
+    prompt = torch.randn(5, width)
+    steps = ort_lm.steps(prompt, tiny_lm.get_input_embeddings())
+    with torch.no_grad():
+        ref = tiny_lm(inputs_embeds=prompt[None], use_cache=True)
+        got = next(steps)
+        _assert_close(got, ref.logits[0, -1])
+        token = int(got.argmax())
+        ref2 = tiny_lm(input_ids=torch.tensor([[token]]), cache=ref.cache, use_cache=True)
+        got2 = steps.send(token)
+    _assert_close(got2, ref2.logits[0, -1])
+
+    inode = ort_lm.path.stat().st_ino  # an export replaces the file (new inode)
+    again = OnnxLM(tiny_lm, tmp_path)  # same weights: the exported file is reused
+    assert again.path == ort_lm.path and again.path.stat().st_ino == inode
+    with torch.no_grad():
+        tiny_lm.model.norm.weight.mul_(1.5)
+    try:  # other weights: another file, never a stale one
+        assert OnnxLM(tiny_lm, tmp_path).path != ort_lm.path
+        for i in range(5):  # every retrained version adds an export; only the newest are kept
+            (tmp_path / "onnx" / f"llama-step-old{i}.onnx").write_bytes(b"x")
+            os.utime(tmp_path / "onnx" / f"llama-step-old{i}.onnx", (1e9 + i, 1e9 + i))
+        with torch.no_grad():
+            tiny_lm.model.norm.weight.mul_(1.5)
+        newest = OnnxLM(tiny_lm, tmp_path).path
+        kept = sorted(p.name for p in (tmp_path / "onnx").glob("*.onnx"))
+        assert len(kept) == KEEP_EXPORTS and newest.name in kept and ort_lm.path.name in kept
+        assert "llama-step-old0.onnx" not in kept
+        with torch.no_grad():
+            tiny_lm.model.norm.weight.div_(1.5)
+    finally:
+        with torch.no_grad():
+            tiny_lm.model.norm.weight.div_(1.5)
+
+
+def test_unsupported_language_model_is_named(tiny_lm):
+    tiny_lm.config.model_type = "gpt2"
+    try:
+        assert "gpt2" in supports(tiny_lm)
+        with pytest.raises(ValueError, match="does not support this LM"):
+            OnnxLM(tiny_lm, None)
+    finally:
+        tiny_lm.config.model_type = "llama"
+
+
+def test_runtime_option_is_checked():
+    with pytest.raises(ValueError, match="runtime"):
+        GeneratorConfig(runtime="tensorrt")
+
+
+@pytest.mark.parametrize("runtime,uses_onnx", [("torch", False), ("onnx", True), ("auto", True)])
+def test_generator_decodes_greedily_on_the_chosen_runtime(tiny_lm_dir, monkeypatch, tmp_path, runtime, uses_onnx):
+    from medkit.model import MedKitCXR
+    from tests.conftest import NIH_PNG
+
+    monkeypatch.setenv("MEDKIT_CACHE", str(tmp_path))
+    cfg = MedKitConfig().override([f"generator.lm_path={tiny_lm_dir}", "encoder.image_size=64", "generator.num_beams=1",
+                                   "generator.max_new_tokens=6", f"generator.runtime={runtime}"])
+    model = MedKitCXR(cfg).eval()
+    model.generator.set_report_vocab(["Lungs are clear.", "No effusion."])
+    model.generator.optimize_for_inference()
+    assert (model.generator._onnx is not None) == uses_onnx
+    assert (tmp_path / "onnx").exists() == uses_onnx
+    out = model.report_from_files([NIH_PNG])
+    assert out["report"] and out == model.report_from_files([NIH_PNG])  # deterministic
