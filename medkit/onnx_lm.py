@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 ONNX_OPSET = 17
 QUANT_BITS = 8
 QUANT_BLOCK = 32  # input channels per MatMulNBits scale
-KEEP_EXPORTS = 4  # exported models kept in the cache (most recently used)
+KEEP_BYTES = 1 << 30  # exports kept in the cache, most recently used first (the newest always)
 _export_lock = threading.Lock()
 
 
@@ -149,12 +149,15 @@ def _weights_key(step: LlamaStep) -> str:
     return h.hexdigest()[:20]
 
 
-def _prune(folder: Path, keep: int) -> None:
-    """Delete all but the ``keep`` most recently used exports (each retrained model version
-    adds one; a process that already loaded a deleted file keeps working)."""
+def _prune(folder: Path, keep_bytes: int) -> None:
+    """Delete the least recently used exports beyond ``keep_bytes`` in all (each retrained
+    model version adds one; a process that already loaded a deleted file keeps working)."""
     files = sorted(folder.glob("llama-step-*.onnx"), key=lambda f: f.stat().st_mtime, reverse=True)
-    for old in files[keep:]:
-        old.unlink(missing_ok=True)
+    total = 0
+    for i, f in enumerate(files):
+        total += f.stat().st_size
+        if i > 0 and total > keep_bytes:
+            f.unlink(missing_ok=True)
 
 
 def export(step: LlamaStep, out: Path) -> Path:
@@ -207,7 +210,7 @@ class OnnxLM:
             else:
                 logger.info("exporting the language model to %s (once per model and machine)", path)
                 export(step, path)
-                _prune(path.parent, KEEP_EXPORTS)
+                _prune(path.parent, KEEP_BYTES)
         self._empty = step.empty_cache()
         self._past_names = step.cache_names("past_")
         so = ort.SessionOptions()

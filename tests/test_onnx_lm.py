@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from medkit.config import GeneratorConfig, MedKitConfig
-from medkit.onnx_lm import KEEP_EXPORTS, LlamaStep, OnnxLM, supports
+from medkit import onnx_lm
+from medkit.onnx_lm import LlamaStep, OnnxLM, supports
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +50,7 @@ def _assert_close(got: torch.Tensor, ref: torch.Tensor) -> None:
     assert err.mean() < 0.02 * spread and err.max() < 0.15 * spread, (float(err.mean()), float(err.max()), float(spread))
 
 
-def test_onnx_logits_follow_the_model_and_export_is_cached(tiny_lm, tmp_path):
+def test_onnx_logits_follow_the_model_and_export_is_cached(tiny_lm, tmp_path, monkeypatch):
     ort_lm = OnnxLM(tiny_lm, tmp_path)
     assert ort_lm.path.exists() and ort_lm.path.parent == tmp_path / "onnx"
     width = tiny_lm.config.hidden_size
@@ -71,15 +72,20 @@ def test_onnx_logits_follow_the_model_and_export_is_cached(tiny_lm, tmp_path):
         tiny_lm.model.norm.weight.mul_(1.5)
     try:  # other weights: another file, never a stale one
         assert OnnxLM(tiny_lm, tmp_path).path != ort_lm.path
-        for i in range(5):  # every retrained version adds an export; only the newest are kept
-            (tmp_path / "onnx" / f"llama-step-old{i}.onnx").write_bytes(b"x")
-            os.utime(tmp_path / "onnx" / f"llama-step-old{i}.onnx", (1e9 + i, 1e9 + i))
+        # every retrained version adds an export; beyond the size budget the least recently
+        # used go (here the budget holds the three real exports and one old file)
+        size = ort_lm.path.stat().st_size
+        monkeypatch.setattr(onnx_lm, "KEEP_BYTES", 3 * size + 1500)  # + one old file, not two
+        for i in range(5):
+            old = tmp_path / "onnx" / f"llama-step-old{i}.onnx"
+            old.write_bytes(b"x" * 1000)
+            os.utime(old, (1e9 + i, 1e9 + i))
         with torch.no_grad():
             tiny_lm.model.norm.weight.mul_(1.5)
         newest = OnnxLM(tiny_lm, tmp_path).path
         kept = sorted(p.name for p in (tmp_path / "onnx").glob("*.onnx"))
-        assert len(kept) == KEEP_EXPORTS and newest.name in kept and ort_lm.path.name in kept
-        assert "llama-step-old0.onnx" not in kept
+        assert newest.name in kept and ort_lm.path.name in kept
+        assert kept.count("llama-step-old4.onnx") == 1 and len(kept) == 4
         with torch.no_grad():
             tiny_lm.model.norm.weight.div_(1.5)
     finally:
