@@ -310,7 +310,13 @@ class ReportGenerator(nn.Module):
                 raise RuntimeError(f"generator.runtime 'onnx' is not possible: {why}")
             logger.info("greedy decoding in PyTorch: %s", why)
             return None
-        return onnx_lm.OnnxLM(self.lm, cache_dir())
+        try:
+            return onnx_lm.OnnxLM(self.lm, cache_dir())
+        except Exception as e:  # e.g. a read-only cache folder: still serve, only slower
+            if self.cfg.runtime == "onnx":
+                raise
+            logger.warning("greedy decoding in PyTorch: the ONNX export failed (%s: %s)", type(e).__name__, e)
+            return None
 
     def _pruned_id(self, token_id: int) -> int:
         if self._vocab_map is None:

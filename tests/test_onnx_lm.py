@@ -123,3 +123,21 @@ def test_generator_decodes_greedily_on_the_chosen_runtime(tiny_lm_dir, monkeypat
     assert (tmp_path / "onnx").exists() == uses_onnx
     out = model.report_from_files([NIH_PNG])
     assert out["report"] and out == model.report_from_files([NIH_PNG])  # deterministic
+
+
+def test_unwritable_cache_falls_back_to_pytorch(tiny_lm_dir, monkeypatch, tmp_path, caplog):
+    from medkit.model import MedKitCXR
+    from tests.conftest import NIH_PNG
+
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("x")  # the cache path is a file: the export cannot be written
+    monkeypatch.setenv("MEDKIT_CACHE", str(blocker))
+    cfg = MedKitConfig().override([f"generator.lm_path={tiny_lm_dir}", "encoder.image_size=64", "generator.num_beams=1",
+                                   "generator.max_new_tokens=6"])
+    model = MedKitCXR(cfg).eval()
+    model.generator.optimize_for_inference()
+    assert model.generator._onnx is None and "ONNX export failed" in caplog.text
+    assert model.report_from_files([NIH_PNG])["report"]
+    strict = MedKitCXR(cfg.override(["generator.runtime=onnx"])).eval()
+    with pytest.raises(OSError):
+        strict.generator.optimize_for_inference()
