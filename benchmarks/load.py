@@ -1,7 +1,7 @@
 """Load benchmark of the MedKit MONAI Label server: concurrent clients x infer requests.
 
     .venv/bin/python benchmarks/load.py --model tiny --clients 8 --requests 50 --out runs/load_tiny.json
-    .venv/bin/python benchmarks/load.py --model shipped --clients 8 --requests 50   # ~5 s per report on 2 CPUs
+    .venv/bin/python benchmarks/load.py --model shipped --clients 8 --requests 50   # ~1 s per report on 2 CPUs
     .venv/bin/python benchmarks/load.py --url http://127.0.0.1:8000 --pid 1234       # a running server
 
 Without ``--url`` it starts ``monailabel start_server`` on 127.0.0.1 (a free port) over a copy
