@@ -12,7 +12,8 @@ positions, 4-bit blocks at 74 %; per token 27 ms vs 55 ms for float32 ONNX Runti
 The Hugging Face model stays the source of truth. :class:`LlamaStep` is the Llama decoder
 written as one traceable function over the *same* parameter tensors (a test checks its logits
 against the Hugging Face forward); it is exported once per model and machine, quantised, and
-cached under ``medkit.generator.cache_dir()/onnx`` keyed by a hash of the weights. The
+cached under ``medkit.generator.cache_dir()/onnx`` keyed by a hash of the weights and of this
+step's code. The
 projector, knowledge fusion and prompt embeddings still run in PyTorch; the decoding rules
 (repetition penalty, n-gram blocking, minimum length) stay in ``ReportGenerator``.
 """
