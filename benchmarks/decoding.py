@@ -21,8 +21,7 @@ import torch
 
 from medkit.data import load_studies
 from medkit.evaluate import score
-from medkit.images import load_cxr, order_views
-from medkit.model import MedKitCXR, findings_from_probs, prompt_findings, stack_views
+from medkit.model import MedKitCXR
 
 # name -> generate() overrides; "shipped" uses the model's own config
 SETTINGS: dict[str, dict] = {
@@ -39,17 +38,11 @@ GREEDY = [name for name, o in SETTINGS.items() if o.get("num_beams", 1) == 1]
 COLUMNS = ("bleu_1", "bleu_4", "meteor", "rouge_l", "cider", "ce_f1_micro", "ce_f1_macro")
 
 
-@torch.no_grad()
 def encode(model: MedKitCXR, study) -> tuple:
     present = [i for i, p in enumerate(study.images) if p.exists()]
-    paths = [study.images[i] for i in present]
     views = [study.views[i] for i in present] if study.views else None
-    arrays = [load_cxr(paths[i]) for i in order_views(paths, views, model.cfg.encoder.max_views)]
-    x, mask = stack_views(arrays, model.cfg.encoder.image_size, model.cfg.encoder.max_views)
-    enc = model.student(x, mask)
-    findings = findings_from_probs(torch.sigmoid(enc.logits)[0].tolist(), model.cfg.generator.finding_threshold)
-    prompt, _ = model.knowledge_for(prompt_findings(findings))
-    return enc.tokens, enc.token_mask, prompt
+    tokens, mask, prompt, _, _ = model.generator_inputs(model.load_views([study.images[i] for i in present], views))
+    return tokens, mask, prompt
 
 
 def main() -> None:

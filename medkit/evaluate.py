@@ -24,7 +24,6 @@ import torch
 from tqdm import tqdm
 
 from medkit.data import load_studies
-from medkit.images import load_cxr, order_views
 from medkit.metrics import clinical_efficacy, language_metrics, normalize_report
 from medkit.model import MedKitCXR, stack_views
 
@@ -42,9 +41,8 @@ def score(references: list[str], hypotheses: list[str]) -> dict:
 @torch.no_grad()
 def study_embedding(model: MedKitCXR, study) -> torch.Tensor:
     present = [i for i, p in enumerate(study.images) if p.exists()]
-    paths = [study.images[i] for i in present]
     views = [study.views[i] for i in present] if study.views else None
-    arrays = [load_cxr(paths[i]) for i in order_views(paths, views, model.cfg.encoder.max_views)]
+    arrays = model.load_views([study.images[i] for i in present], views)
     x, m = stack_views(arrays, model.cfg.encoder.image_size, model.cfg.encoder.max_views)
     return torch.nn.functional.normalize(model.student(x, m).pooled[0], dim=0)
 

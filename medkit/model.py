@@ -124,8 +124,9 @@ class MedKitCXR(torch.nn.Module):
         return self.kg.prompt_for(findings, self.cfg.generator.max_triples_per_finding)
 
     @torch.no_grad()
-    def report_from_arrays(self, arrays: Sequence[np.ndarray], **decode) -> dict:
-        """One study (its views as (H, W) 0..1 arrays) -> report, findings, knowledge."""
+    def generator_inputs(self, arrays: Sequence[np.ndarray]) -> tuple:
+        """One study's views -> (visual tokens, token mask, knowledge prompt, findings, triples):
+        everything the generator needs before decoding."""
         if not arrays:
             raise ValueError("a study needs at least one image")
         x, mask = stack_views(arrays, self.cfg.encoder.image_size, self.cfg.encoder.max_views)
@@ -133,10 +134,19 @@ class MedKitCXR(torch.nn.Module):
         probs = torch.sigmoid(enc.logits)[0].tolist()
         findings = findings_from_probs(probs, self.cfg.generator.finding_threshold)
         prompt, triples = self.knowledge_for(prompt_findings(findings))
-        report = self.generator.generate(enc.tokens, enc.token_mask, [prompt], **decode)[0]
+        return enc.tokens, enc.token_mask, prompt, findings, triples
+
+    @torch.no_grad()
+    def report_from_arrays(self, arrays: Sequence[np.ndarray], **decode) -> dict:
+        """One study (its views as (H, W) 0..1 arrays) -> report, findings, knowledge."""
+        tokens, mask, prompt, findings, triples = self.generator_inputs(arrays)
+        report = self.generator.generate(tokens, mask, [prompt], **decode)[0]
         return {"report": report, "findings": findings, "knowledge": [str(t) for t in triples], "modality": "CXR"}
 
-    def report_from_files(self, paths: Sequence[str | Path], views: list[str | None] | None = None, **decode) -> dict:
+    def load_views(self, paths: Sequence[str | Path], views: list[str | None] | None = None) -> list[np.ndarray]:
+        """The views this model reads, in its order (frontal first, at most ``max_views``)."""
         paths = [Path(p) for p in paths]
-        order = order_views(paths, views, self.cfg.encoder.max_views)
-        return self.report_from_arrays([load_cxr(paths[i]) for i in order], **decode)
+        return [load_cxr(paths[i]) for i in order_views(paths, views, self.cfg.encoder.max_views)]
+
+    def report_from_files(self, paths: Sequence[str | Path], views: list[str | None] | None = None, **decode) -> dict:
+        return self.report_from_arrays(self.load_views(paths, views), **decode)
