@@ -32,6 +32,8 @@ SETTINGS: dict[str, dict] = {
     "ngram_3": {"no_repeat_ngram_size": 3},
     "ngram_off": {"no_repeat_ngram_size": 0},
     "min_tokens_20": {"min_new_tokens": 20},
+    "min_tokens_35": {"min_new_tokens": 35},  # val references are longer than greedy reports (BLEU's brevity penalty)
+    "min_tokens_45": {"min_new_tokens": 45},
     "beams_3": {"num_beams": 3},  # PyTorch generate: several times slower per study
 }
 GREEDY = [name for name, o in SETTINGS.items() if o.get("num_beams", 1) == 1]

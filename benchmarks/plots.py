@@ -93,9 +93,8 @@ def example_study(files: list[str], reference: str | None, out: Path, model_dir:
         ax.axis("off")
     top = sorted(result["findings"], key=lambda x: -x["probability"])[:5]
     lines = ["Generated report (shipped model, greedy):", *textwrap.wrap(result["report"], 80), "",
-             "Findings, highest probabilities (threshold "
-             f"{model.cfg.generator.finding_threshold:.2f}):",
-             *[f"  {x['name']}: {x['probability']:.2f} ({x['status']})" for x in top], "",
+             "Findings, highest probabilities (each with its own threshold):",
+             *[f"  {x['name']}: {x['probability']:.2f} vs {x['threshold']:.2f} ({x['status']})" for x in top], "",
              "Knowledge in the prompt:", *[f"  {t}" for t in result.get("knowledge", [])[:4]]]
     if reference:
         lines += ["", "Reference:", *textwrap.wrap(reference, 80)]

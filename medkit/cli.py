@@ -5,6 +5,7 @@
     medkit train --data ../shared/data --out runs/cxr
     medkit train-ct --data ct_manifest.jsonl --out runs/ct
     medkit evaluate --data ../shared/data --split val --out val.json
+    medkit calibrate --data ../shared/data            # per-finding thresholds of the shipped model
 
 Errors in the input print one line naming the file and the problem and exit with status 2;
 ``--debug`` shows the traceback instead.
@@ -77,6 +78,12 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--num-beams", type=int)
 
 
+def _add_calibrate(sub) -> None:
+    p = sub.add_parser("calibrate", help="fit each finding's threshold on the training split (rewrites config.json)")
+    p.add_argument("--data", required=True, help="the model's training data (its train split is used)")
+    p.add_argument("--model", help="model directory (default: the shipped model)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="medkit", description="MedKit radiology report generation")
     ap.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
@@ -87,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(sub)
     _add_evaluate(sub)
     _add_export(sub)
+    _add_calibrate(sub)
     return ap
 
 
@@ -184,8 +192,15 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_calibrate(args) -> int:
+    from medkit.calibrate import calibrate, markdown_table
+
+    print(markdown_table(calibrate(args.model, args.data)))
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "train-ct": cmd_train_ct, "generate": cmd_generate, "evaluate": cmd_evaluate,
-            "export": cmd_export}
+            "export": cmd_export, "calibrate": cmd_calibrate}
 
 
 def main(argv: list[str] | None = None) -> int:

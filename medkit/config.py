@@ -62,7 +62,10 @@ class GeneratorConfig:
     max_knowledge_tokens: int = 48
     max_report_tokens: int = 96
     max_triples_per_finding: int = 2
-    finding_threshold: float = 0.5  # predicted probability above which a finding drives the prompt
+    finding_threshold: float = 0.5  # predicted probability above which a finding is positive (drives the prompt)
+    # One threshold per observation (MedKitConfig.observations order), fitted on the training split
+    # by `medkit calibrate` (medkit.calibrate); empty: finding_threshold for every observation.
+    finding_thresholds: tuple[float, ...] = ()
     question: str = "Write the findings section of the chest X-ray report."
     # decoding
     num_beams: int = 3
@@ -83,6 +86,17 @@ class GeneratorConfig:
     def __post_init__(self) -> None:
         if self.runtime not in ("auto", "torch", "onnx"):
             raise ValueError(f"runtime must be 'auto', 'torch' or 'onnx', got {self.runtime!r}")
+        bad = [t for t in (self.finding_threshold, *self.finding_thresholds) if not 0.0 < t < 1.0]
+        if bad:
+            raise ValueError(f"finding thresholds must lie strictly between 0 and 1, got {bad}")
+
+    def thresholds(self, n: int) -> list[float]:
+        """The positive-finding threshold of each of ``n`` observations."""
+        if not self.finding_thresholds:
+            return [self.finding_threshold] * n
+        if len(self.finding_thresholds) != n:
+            raise ValueError(f"finding_thresholds has {len(self.finding_thresholds)} values for {n} observations")
+        return list(self.finding_thresholds)
 
 
 @dataclass

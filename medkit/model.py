@@ -61,9 +61,12 @@ def stack_views(arrays: Sequence[np.ndarray], size: int, max_views: int) -> tupl
     return x, torch.ones(1, len(views), dtype=torch.bool)
 
 
-def findings_from_probs(probs: Sequence[float], threshold: float) -> list[dict]:
-    return [{"name": name, "probability": round(float(p), 4), "status": "positive" if p >= threshold else "negative"}
-            for name, p in zip(OBSERVATIONS, probs)]
+def findings_from_probs(probs: Sequence[float], thresholds: Sequence[float]) -> list[dict]:
+    """One entry per observation: probability, the threshold it was compared with, status."""
+    if not len(probs) == len(thresholds) == len(OBSERVATIONS):
+        raise ValueError(f"{len(probs)} probabilities and {len(thresholds)} thresholds for {len(OBSERVATIONS)} observations")
+    return [{"name": name, "probability": round(float(p), 4), "threshold": round(float(t), 4),
+             "status": "positive" if p >= t else "negative"} for name, p, t in zip(OBSERVATIONS, probs, thresholds)]
 
 
 def prompt_findings(findings: list[dict]) -> list[str]:
@@ -132,7 +135,7 @@ class MedKitCXR(torch.nn.Module):
         x, mask = stack_views(arrays, self.cfg.encoder.image_size, self.cfg.encoder.max_views)
         enc = self.student(x, mask)
         probs = torch.sigmoid(enc.logits)[0].tolist()
-        findings = findings_from_probs(probs, self.cfg.generator.finding_threshold)
+        findings = findings_from_probs(probs, self.cfg.generator.thresholds(len(probs)))
         prompt, triples = self.knowledge_for(prompt_findings(findings))
         return enc.tokens, enc.token_mask, prompt, findings, triples
 

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
+from medkit.calibrate import fit_model_thresholds
 from medkit.config import ConfigFile, MedKitConfig
 from medkit.files import atomic_write
 from medkit.data import Study, load_studies
@@ -466,6 +467,8 @@ def train(cfg: MedKitConfig, data: str | Path, out: str | Path, lm=None, tokeniz
     model = train_generator(cfg, encoder, train_set, val_set, out, d, ckpt_every, lm, tokenizer)
     final = out / "model"
     if d.main:
+        rows = fit_model_thresholds(model.cfg, model.student, train_set)
+        logger.info("finding thresholds: %s", {r["observation"]: r["threshold"] for r in rows})
         model.save(final)
         logger.info("model written to %s", final)
     if d.world > 1:
@@ -476,8 +479,8 @@ def train(cfg: MedKitConfig, data: str | Path, out: str | Path, lm=None, tokeniz
 
 def export_model(run: str | Path, data: str | Path, out: str | Path) -> Path:
     """Build a model directory from a run's latest checkpoints (student + generator state), e.g.
-    to promote an interrupted run's last good epoch; the report vocabulary comes from the
-    training reports in ``data``."""
+    to promote an interrupted run's last good epoch; the report vocabulary and the finding
+    thresholds come from the training studies in ``data``."""
     from safetensors.torch import load_file
 
     run, out = Path(run), Path(out)
@@ -495,6 +498,7 @@ def export_model(run: str | Path, data: str | Path, out: str | Path) -> Path:
     if cfg.train.limit:
         studies = studies[: cfg.train.limit]
     model.generator.set_report_vocab([s.report for s in studies if s.report.strip()])
+    fit_model_thresholds(model.cfg, model.student, StudyTensors(studies, cfg))
     model.save(out)
     logger.info("exported %s (generator epoch %d, step %d) to %s", run, state["epoch"], state["step"], out)
     return out

@@ -27,6 +27,7 @@ def _check_report(obj: dict):
     assert [f["name"] for f in obj["findings"]] == list(OBSERVATIONS)
     for f in obj["findings"]:
         assert 0.0 <= f["probability"] <= 1.0 and f["status"] in ("positive", "negative")
+        assert (f["probability"] >= f["threshold"]) == (f["status"] == "positive")
     assert obj["knowledge"] and all(t.startswith("<") and t.endswith(">") for t in obj["knowledge"])
 
 

@@ -120,6 +120,10 @@ def test_export_matches_final_model(tiny_model_dir, tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+    from medkit.config import MedKitConfig
+
+    thresholds = [MedKitConfig.load(d / "config.json").generator.finding_thresholds for d in (tiny_model_dir, out)]
+    assert thresholds[0] == thresholds[1] and len(thresholds[0]) == 14
 
 
 def test_ablation_switches_teacher_encoder_and_generator_budget(tmp_path, tiny_lm_dir, tiny_manifest):
