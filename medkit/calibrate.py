@@ -22,10 +22,8 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from medkit.config import MedKitConfig
-from medkit.encoders import CXREncoder
 from medkit.files import atomic_write
 
 logger = logging.getLogger(__name__)
@@ -65,21 +63,10 @@ def fit_thresholds(probs: np.ndarray, labels: np.ndarray, default: float, min_po
     return thresholds, rows
 
 
-@torch.no_grad()
-def student_probs(student: CXREncoder, data, batch_size: int = 32) -> np.ndarray:
-    """Sigmoid probabilities (N, C) of ``data`` (a ``medkit.train.StudyTensors``)."""
-    student.eval()
-    out = []
-    for i in range(0, len(data), batch_size):
-        x, m, _ = data.batch(list(range(i, min(i + batch_size, len(data)))), "cpu")
-        out.append(torch.sigmoid(student(x, m).logits).float())
-    return torch.cat(out).numpy()
-
-
-def fit_model_thresholds(cfg: MedKitConfig, student: CXREncoder, data) -> list[dict]:
-    """Fit ``cfg.generator.finding_thresholds`` on ``data`` (training studies); returns the rows."""
-    labels = torch.stack(data.labels).numpy()
-    thresholds, rows = fit_thresholds(student_probs(student, data), labels, cfg.generator.finding_threshold)
+def fit_model_thresholds(cfg: MedKitConfig, probs: np.ndarray, labels: np.ndarray) -> list[dict]:
+    """Fit ``cfg.generator.finding_thresholds`` to the student's probabilities (N, C) on the
+    training studies and their labels (N, C); returns the per-observation rows."""
+    thresholds, rows = fit_thresholds(probs, labels, cfg.generator.finding_threshold)
     cfg.generator.finding_thresholds = tuple(thresholds)
     for name, row in zip(cfg.observations, rows):
         row["observation"] = name
@@ -89,23 +76,19 @@ def fit_model_thresholds(cfg: MedKitConfig, student: CXREncoder, data) -> list[d
 def calibrate(model_dir: str | Path | None, data: str | Path) -> list[dict]:
     """Refit the thresholds of a model directory on the training split of ``data``; rewrites its
     ``config.json`` atomically and returns one row per observation."""
-    from safetensors.torch import load_file
-
     from medkit.data import load_studies
-    from medkit.model import CONFIG_FILE, WEIGHTS_FILE, default_model_dir, read_config
-    from medkit.train import StudyTensors
+    from medkit.model import CONFIG_FILE, WEIGHTS_FILE, default_model_dir, load_student, read_config
+    from medkit.train import StudyTensors, encode_studies
 
     model_dir = Path(model_dir) if model_dir else default_model_dir()
     if not (model_dir / WEIGHTS_FILE).exists():
         raise ValueError(f"{model_dir}: no trained model ({WEIGHTS_FILE} missing)")
     cfg = read_config(model_dir)
-    student = CXREncoder(cfg.encoder, cfg.encoder.report_encoder, pretrained=False)
-    state = load_file(str(model_dir / WEIGHTS_FILE))
-    student.load_state_dict({k[len("student."):]: v for k, v in state.items() if k.startswith("student.")})
     studies = load_studies(data, "train")
     if cfg.train.limit:
         studies = studies[: cfg.train.limit]
-    rows = fit_model_thresholds(cfg, student, StudyTensors(studies, cfg))
+    train = StudyTensors(studies, cfg)
+    rows = fit_model_thresholds(cfg, encode_studies(load_student(model_dir, cfg), train).probs, train.label_matrix())
     atomic_write(model_dir / CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2) + "\n")
     logger.info("thresholds written to %s", model_dir / CONFIG_FILE)
     return rows

@@ -117,7 +117,15 @@ class TrainConfig:
     num_workers: int = 0
     limit: int | None = None  # use only the first N training studies (smoke tests)
     generator_limit: int | None = None  # the generator sees the first N of those (ablations at a fixed budget)
+    # Share of the training studies with no positive finding that each generator epoch uses (a
+    # fresh seeded draw per epoch; studies with a finding are always used). Below 1 the generator
+    # sees abnormal reports more often, which is where the knowledge prompt has to change the text.
+    normal_keep: float = 1.0
     eval_limit: int | None = 100  # val studies scored after each generator epoch
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.normal_keep <= 1.0:
+            raise ValueError(f"normal_keep must be in (0, 1], got {self.normal_keep}")
 
 
 class ConfigFile:

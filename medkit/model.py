@@ -74,6 +74,20 @@ def prompt_findings(findings: list[dict]) -> list[str]:
     return [f["name"] for f in findings if f["status"] == "positive" and f["name"] != "No Finding"]
 
 
+def with_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The entries of a saved model's state under ``prefix`` ("student." or "generator."), unprefixed."""
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def load_student(model_dir: str | Path, cfg: MedKitConfig) -> CXREncoder:
+    """Only the student encoder of a model directory (no language model loaded)."""
+    from safetensors.torch import load_file
+
+    student = CXREncoder(cfg.encoder, cfg.encoder.report_encoder, pretrained=False)
+    student.load_state_dict(with_prefix(load_file(str(Path(model_dir) / WEIGHTS_FILE)), "student."))
+    return student.eval()
+
+
 class MedKitCXR(torch.nn.Module):
     """Student encoder + generator with the knowledge graph; one object per loaded model."""
 
@@ -116,8 +130,8 @@ class MedKitCXR(torch.nn.Module):
             cfg.generator.lm_path = lm_path
         model = cls(cfg, student=CXREncoder(cfg.encoder, cfg.encoder.report_encoder, pretrained=False))
         state = load_file(str(model_dir / WEIGHTS_FILE))
-        model.student.load_state_dict({k[8:]: v for k, v in state.items() if k.startswith("student.")})
-        model.generator.load_trainable_state({k[10:]: v for k, v in state.items() if k.startswith("generator.")})
+        model.student.load_state_dict(with_prefix(state, "student."))
+        model.generator.load_trainable_state(with_prefix(state, "generator."))
         if optimize:
             model.generator.optimize_for_inference()
         return model.eval()

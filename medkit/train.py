@@ -28,6 +28,7 @@ import math
 import os
 import random
 import time
+from typing import NamedTuple
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,6 +155,10 @@ class StudyTensors:
             setattr(part, name, getattr(self, name)[:n])
         return part
 
+    def label_matrix(self) -> np.ndarray:
+        """(N, num_labels) binary labels of every study."""
+        return torch.stack(self.labels).numpy()
+
     def batch(self, idx: list[int], device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = torch.stack([self.images[i] for i in idx]).float().to(device)
         return x, torch.stack([self.masks[i] for i in idx]).to(device), torch.stack([self.labels[i] for i in idx]).to(device)
@@ -206,9 +211,14 @@ def make_optimizer(module, lr, cfg: MedKitConfig, total_steps: int):
 # ---- generic loop ----------------------------------------------------------------------------
 def run_loop(name: str, module: torch.nn.Module, loss_fn, n_items: int, batch_size: int, epochs: int, lr: float,
              cfg: MedKitConfig, out: Path, d: Dist, ckpt_every: int, on_epoch_end=None,
-             lengths: list[int] | None = None) -> list[dict]:
-    """Seeded, resumable epochs over ``n_items``; ``loss_fn(module, idx) -> (loss, logs)``."""
-    steps_per_epoch = math.ceil(math.ceil(n_items / d.world) / batch_size)
+             lengths: list[int] | None = None, epoch_items=None) -> list[dict]:
+    """Seeded, resumable epochs over ``n_items``; ``loss_fn(module, idx) -> (loss, logs)``.
+    ``epoch_items(epoch)``, when given, is the list of item indices that epoch draws from (the
+    same length every epoch); by default every item, once."""
+    if epoch_items is None:
+        epoch_items = lambda epoch: range(n_items)  # noqa: E731
+    per_epoch = len(epoch_items(0))
+    steps_per_epoch = math.ceil(math.ceil(per_epoch / d.world) / batch_size)
     total = steps_per_epoch * epochs
     opt, sched = make_optimizer(module, lr, cfg, total)
     ckpt = out / name / "state.pt"
@@ -222,8 +232,9 @@ def run_loop(name: str, module: torch.nn.Module, loss_fn, n_items: int, batch_si
     if d.main:
         history_path.parent.mkdir(parents=True, exist_ok=True)
     while epoch < epochs:
-        batches = make_batches(epoch_order(n_items, cfg.train.seed, epoch, d), batch_size, lengths,
-                               cfg.train.seed + epoch)
+        items = epoch_items(epoch)
+        order = [items[i] for i in epoch_order(len(items), cfg.train.seed, epoch, d)]
+        batches = make_batches(order, batch_size, lengths, cfg.train.seed + epoch)
         module.train()
         bar = tqdm(total=len(batches), initial=step, desc=f"{name} epoch {epoch + 1}/{epochs}", disable=not d.main)
         for b in range(step, len(batches)):
@@ -258,8 +269,10 @@ def run_loop(name: str, module: torch.nn.Module, loss_fn, n_items: int, batch_si
     return history
 
 
-# Settings a resumed run may change: how long to train and how much to validate.
+# Settings a resumed run may change: how long to train, how much to validate, and how the
+# generator epochs still to run draw their studies.
 RESUMABLE_CHANGES = {"train.teacher_epochs", "train.student_epochs", "train.generator_epochs", "train.eval_limit",
+                     "train.normal_keep",  # epochs still to run draw their studies the new way
                      "train.teacher_probe_epochs"}  # the last one: CT runs
 
 
@@ -383,14 +396,41 @@ def train_student(cfg: MedKitConfig, teacher: CXREncoder, train: StudyTensors, o
     return student.eval()
 
 
+class EncodedStudies(NamedTuple):
+    tokens: torch.Tensor  # (N, T, C) visual tokens
+    token_mask: torch.Tensor  # (N, T) True where a view is present
+    probs: np.ndarray  # (N, num_labels) sigmoid finding probabilities
+
+
 @torch.no_grad()
-def student_tokens(student: CXREncoder, data: StudyTensors, d: Dist, bs: int = 32):
-    toks, masks = [], []
-    for i in tqdm(range(0, len(data), bs), desc="student tokens", disable=not d.main):
+def encode_studies(encoder: CXREncoder, data: StudyTensors, d: Dist | None = None, bs: int = 32) -> EncodedStudies:
+    """One pass of a frozen encoder over every study: what the generator reads (tokens) and what
+    the finding thresholds are fitted to (probabilities)."""
+    d = d or Dist()
+    encoder.eval()
+    toks, masks, probs = [], [], []
+    for i in tqdm(range(0, len(data), bs), desc="encoding studies", disable=not d.main):
         x, m, _ = data.batch(list(range(i, min(i + bs, len(data)))), d.device)
-        o = student(x, m)
-        toks.append(o.tokens.cpu()), masks.append(o.token_mask.cpu())
-    return torch.cat(toks), torch.cat(masks)
+        o = encoder(x, m)
+        toks.append(o.tokens.cpu()), masks.append(o.token_mask.cpu()), probs.append(torch.sigmoid(o.logits).float().cpu())
+    return EncodedStudies(torch.cat(toks), torch.cat(masks), torch.cat(probs).numpy())
+
+
+def generator_epoch_items(findings: list[list[str]], normal_keep: float, seed: int):
+    """``epoch -> item indices`` for the generator: every study with a positive finding, plus a
+    seeded draw (fresh each epoch, same size every epoch) of ``normal_keep`` of the others."""
+    abnormal = [i for i, f in enumerate(findings) if f]
+    normal = [i for i, f in enumerate(findings) if not f]
+    keep = len(normal) if normal_keep >= 1.0 else max(1, round(normal_keep * len(normal))) if normal else 0
+
+    def items(epoch: int) -> list[int]:
+        if keep == len(normal):
+            return list(range(len(findings)))
+        g = torch.Generator().manual_seed(seed + 7919 * (epoch + 1))  # independent of epoch_order's stream
+        drawn = [normal[j] for j in torch.randperm(len(normal), generator=g)[:keep].tolist()]
+        return sorted(abnormal + drawn)
+
+    return items
 
 
 def train_generator(cfg: MedKitConfig, student: CXREncoder, train: StudyTensors, val: StudyTensors | None,
@@ -398,8 +438,9 @@ def train_generator(cfg: MedKitConfig, student: CXREncoder, train: StudyTensors,
     student.requires_grad_(False)
     model = MedKitCXR(cfg, student=student, lm=lm, tokenizer=tokenizer).to(d.device)
     gen = model.generator
-    tr_tok, tr_mask = student_tokens(student, train, d)
-    va = student_tokens(student, val, d) if val is not None and len(val) else None
+    encoded = encode_studies(student, train, d)
+    tr_tok, tr_mask = encoded.tokens, encoded.token_mask
+    va = encode_studies(student, val, d) if val is not None and len(val) else None
 
     def knowledge(data: StudyTensors, i: int) -> str:
         return model.knowledge_for(data.findings[i])[0]
@@ -419,7 +460,7 @@ def train_generator(cfg: MedKitConfig, student: CXREncoder, train: StudyTensors,
         total = 0.0
         for i in range(0, n, cfg.train.generator_batch_size):
             idx = list(range(i, min(i + cfg.train.generator_batch_size, n)))
-            o = gen(va[0][idx].to(d.device), va[1][idx].to(d.device), [knowledge(val, j) for j in idx],
+            o = gen(va.tokens[idx].to(d.device), va.token_mask[idx].to(d.device), [knowledge(val, j) for j in idx],
                     [val.studies[j].report for j in idx])
             total += float(o.loss) * len(idx)
         gen.train()
@@ -428,9 +469,12 @@ def train_generator(cfg: MedKitConfig, student: CXREncoder, train: StudyTensors,
 
     lengths = [len(s.report) + len(knowledge(train, i)) for i, s in enumerate(train.studies)]
     run_loop("generator", gen, loss_fn, len(train), cfg.train.generator_batch_size, cfg.train.generator_epochs,
-             cfg.train.lr_generator, cfg, out, d, ckpt_every, on_epoch_end=val_loss, lengths=lengths)
+             cfg.train.lr_generator, cfg, out, d, ckpt_every, on_epoch_end=val_loss, lengths=lengths,
+             epoch_items=generator_epoch_items(train.findings, cfg.train.normal_keep, cfg.train.seed))
     mark_done(out, "generator", d)
     gen.set_report_vocab([s.report for s in train.studies])
+    rows = fit_model_thresholds(model.cfg, encoded.probs, train.label_matrix())
+    logger.info("finding thresholds: %s", {r["observation"]: r["threshold"] for r in rows})
     return model.eval()
 
 
@@ -467,8 +511,6 @@ def train(cfg: MedKitConfig, data: str | Path, out: str | Path, lm=None, tokeniz
     model = train_generator(cfg, encoder, train_set, val_set, out, d, ckpt_every, lm, tokenizer)
     final = out / "model"
     if d.main:
-        rows = fit_model_thresholds(model.cfg, model.student, train_set)
-        logger.info("finding thresholds: %s", {r["observation"]: r["threshold"] for r in rows})
         model.save(final)
         logger.info("model written to %s", final)
     if d.world > 1:
@@ -498,7 +540,8 @@ def export_model(run: str | Path, data: str | Path, out: str | Path) -> Path:
     if cfg.train.limit:
         studies = studies[: cfg.train.limit]
     model.generator.set_report_vocab([s.report for s in studies if s.report.strip()])
-    fit_model_thresholds(model.cfg, model.student, StudyTensors(studies, cfg))
+    train = StudyTensors(studies, cfg)
+    fit_model_thresholds(model.cfg, encode_studies(model.student, train).probs, train.label_matrix())
     model.save(out)
     logger.info("exported %s (generator epoch %d, step %d) to %s", run, state["epoch"], state["step"], out)
     return out

@@ -104,9 +104,51 @@ def test_resume_may_change_epochs_only():
     from medkit.train import RESUMABLE_CHANGES, config_changes
 
     base = MedKitConfig()
-    longer = base.override(["train.generator_epochs=9", "train.eval_limit=5"])
+    longer = base.override(["train.generator_epochs=9", "train.eval_limit=5", "train.normal_keep=0.5"])
     assert config_changes(base, longer) <= RESUMABLE_CHANGES
     assert config_changes(base, base.override(["generator.lora_rank=4"])) == {"generator.lora_rank"}
+
+
+def test_generator_epochs_keep_every_abnormal_study_and_redraw_the_normal_ones():
+    from medkit.train import generator_epoch_items
+
+    findings = [["Cardiomegaly"], [], [], ["Edema", "Atelectasis"], [], [], [], [], [], []]
+    abnormal = {0, 3}
+    assert generator_epoch_items(findings, 1.0, seed=1)(0) == list(range(10))
+    items = generator_epoch_items(findings, 0.5, seed=1)
+    draws = [items(e) for e in range(6)]
+    for d in draws:
+        assert abnormal <= set(d) and len(d) == len(set(d)) == 2 + 4  # half of the 8 normal studies
+    assert len({tuple(d) for d in draws}) > 1  # a fresh draw each epoch ...
+    assert draws == [generator_epoch_items(findings, 0.5, seed=1)(e) for e in range(6)]  # ... that is seeded
+    assert set().union(*draws) == set(range(10))
+
+
+def test_run_loop_trains_on_the_items_each_epoch_draws(tmp_path):
+    from medkit.config import MedKitConfig
+    from medkit.train import Dist, run_loop
+
+    cfg = MedKitConfig()
+    seen: list[list[int]] = []
+    module = torch.nn.Linear(1, 1)
+
+    def loss_fn(m, idx):
+        seen.append(list(idx))
+        return m(torch.ones(len(idx), 1)).sum(), {}
+
+    run_loop("toy", module, loss_fn, 10, 2, 2, 1e-3, cfg, tmp_path, Dist(), 0,
+             epoch_items=lambda epoch: [epoch, 5, 7])
+    steps = [h for h in _history(tmp_path, "toy") if "loss" in h]
+    assert [h["epoch"] for h in steps] == [0, 0, 1, 1]  # 3 items, batch 2: two steps per epoch
+    assert sorted(sum(seen[:2], [])) == [0, 5, 7] and sorted(sum(seen[2:], [])) == [1, 5, 7]
+
+
+def test_normal_keep_must_be_a_fraction():
+    from medkit.config import MedKitConfig
+
+    for bad in ("0", "1.5", "-0.1"):
+        with pytest.raises(ValueError, match="normal_keep"):
+            MedKitConfig().override([f"train.normal_keep={bad}"])
 
 
 def test_export_matches_final_model(tiny_model_dir, tmp_path):

@@ -69,7 +69,7 @@ class MedkitCxr(ReportTrainTask):
         import torch
 
         from medkit.model import MedKitCXR
-        from medkit.train import StudyTensors, student_tokens
+        from medkit.train import StudyTensors, encode_studies
 
         model = MedKitCXR.load(self.store.current_dir(), lm_path=self.lm_path, optimize=False)
         cfg = model.cfg
@@ -79,8 +79,8 @@ class MedkitCxr(ReportTrainTask):
         model.to(d.device)
         model.student.requires_grad_(False)
         train, val = StudyTensors(data["train"], cfg, show=False), StudyTensors(data["val"], cfg, show=False)
-        tr_tok, tr_mask = student_tokens(model.student, train, d)
-        va_tok, va_mask = student_tokens(model.student, val, d)
+        tr_tok, tr_mask, _ = encode_studies(model.student, train, d)
+        va_tok, va_mask, _ = encode_studies(model.student, val, d)
         gen = model.generator
 
         def knowledge(data, idx):
