@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -24,6 +25,14 @@ TINY_REPORTS = [
     "Heart size is normal. There is patchy opacity in the left lung base concerning for pneumonia.",
     "The cardiomediastinal silhouette is normal. No focal consolidation. Lungs are clear.",
 ]
+
+
+def load_benchmark(name: str):
+    """A script of ``benchmarks/`` (not a package) imported as a module, to test its functions."""
+    spec = importlib.util.spec_from_file_location(f"medkit_bench_{name}", ROOT / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def nema_cr_path() -> Path:

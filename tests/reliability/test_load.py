@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-
-from tests.conftest import ROOT
+from tests.conftest import load_benchmark
 from tests.reliability.cases import DCM_ID, LOAD_CI, PNG2_ID, PNG_ID
 
 
 def load_module():
-    spec = importlib.util.spec_from_file_location("medkit_bench_load", ROOT / "benchmarks" / "load.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("load")
 
 
 def test_concurrent_infer_no_errors_identical_results_flat_memory(local_server):
