@@ -28,9 +28,9 @@ import math
 import os
 import random
 import time
-from typing import NamedTuple
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -421,11 +421,11 @@ def generator_epoch_items(findings: list[list[str]], normal_keep: float, seed: i
     seeded draw (fresh each epoch, same size every epoch) of ``normal_keep`` of the others."""
     abnormal = [i for i, f in enumerate(findings) if f]
     normal = [i for i, f in enumerate(findings) if not f]
-    keep = len(normal) if normal_keep >= 1.0 else max(1, round(normal_keep * len(normal))) if normal else 0
+    keep = min(len(normal), max(1, round(normal_keep * len(normal)))) if normal else 0
+    if keep == len(normal):
+        return lambda epoch: list(range(len(findings)))
 
     def items(epoch: int) -> list[int]:
-        if keep == len(normal):
-            return list(range(len(findings)))
         g = torch.Generator().manual_seed(seed + 7919 * (epoch + 1))  # independent of epoch_order's stream
         drawn = [normal[j] for j in torch.randperm(len(normal), generator=g)[:keep].tolist()]
         return sorted(abnormal + drawn)
