@@ -82,10 +82,19 @@ class GeneratorConfig:
     # block weights (several times faster per token on CPU; medkit.onnx_lm); "torch" keeps
     # PyTorch; "auto" uses ONNX when onnxruntime is installed and the LM is a Llama.
     runtime: str = "auto"
+    # Speculative greedy decoding (medkit.drafts): guess up to this many tokens per step from
+    # phrases shared by >= draft_min_reports training reports (and >= draft_min_share of what
+    # follows the same context), keep the guesses greedy decoding picks. 0 turns it off.
+    draft_tokens: int = 4
+    draft_min_reports: int = 5
+    draft_min_share: float = 0.3
 
     def __post_init__(self) -> None:
         if self.runtime not in ("auto", "torch", "onnx"):
             raise ValueError(f"runtime must be 'auto', 'torch' or 'onnx', got {self.runtime!r}")
+        if self.draft_tokens < 0 or self.draft_min_reports < 1 or not 0.0 < self.draft_min_share <= 1.0:
+            raise ValueError("draft_tokens >= 0, draft_min_reports >= 1 and 0 < draft_min_share <= 1 needed, got "
+                             f"{self.draft_tokens}, {self.draft_min_reports}, {self.draft_min_share}")
         bad = [t for t in (self.finding_threshold, *self.finding_thresholds) if not 0.0 < t < 1.0]
         if bad:
             raise ValueError(f"finding thresholds must lie strictly between 0 and 1, got {bad}")

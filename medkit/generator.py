@@ -32,6 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from medkit import drafts
 from medkit.config import GeneratorConfig
 
 logger = logging.getLogger(__name__)
@@ -144,6 +145,27 @@ class KnowledgeFusion(nn.Module):
         return visual + torch.tanh(self.gate) * out
 
 
+class TorchDecoding:
+    """One report's key/value cache on the PyTorch LM. ``first``: the logits after the prompt;
+    ``feed(tokens)``: the logits after each token, appended to the cache; ``keep(n)``: forget the
+    cache after the first ``n`` generated tokens (``onnx_lm.OnnxDecoding`` does the same)."""
+
+    def __init__(self, lm, inputs: torch.Tensor):
+        self.lm, self.prompt_len = lm, inputs.shape[1]
+        out = lm(inputs_embeds=inputs, use_cache=True, logits_to_keep=1)
+        self.cache, self.first = out.cache, out.logits[0, -1]
+
+    def feed(self, tokens: list[int]) -> torch.Tensor:
+        out = self.lm(input_ids=torch.tensor([tokens]), cache=self.cache, use_cache=True)
+        self.cache = out.cache
+        return out.logits[0]
+
+    def keep(self, n_new: int) -> None:
+        drop = self.cache.get_seq_length() - (self.prompt_len + n_new)
+        if drop > 0:
+            self.cache.crop(-drop)  # transformers 5: a negative count removes that many positions
+
+
 class ReportGenerator(nn.Module):
     def __init__(self, cfg: GeneratorConfig, visual_dim: int, num_visual_tokens: int, lm=None, tokenizer=None):
         super().__init__()
@@ -169,6 +191,9 @@ class ReportGenerator(nn.Module):
         self.pre_ids, self.post_template = self._split_template()
         # Token ids that occur in training reports: decoding may be restricted to them.
         self.register_buffer("report_vocab", torch.zeros(0, dtype=torch.long))
+        # Phrases common to training reports: draft tokens for speculative decoding (medkit.drafts).
+        self.register_buffer("draft_table", torch.zeros(0, drafts.MAX_CONTEXT + 1, dtype=torch.long))
+        self._drafter: drafts.Drafter | None = None  # once optimised, in the decoding vocabulary
         self._vocab_map: torch.Tensor | None = None  # pruned id -> tokenizer id, once optimised
         self._prompt_embed: torch.Tensor | None = None  # full embedding table kept for prompts
         self._onnx = None  # onnx_lm.OnnxLM once optimised, when greedy decoding runs on ONNX Runtime
@@ -262,11 +287,17 @@ class ReportGenerator(nn.Module):
         loss = F.cross_entropy(logits.float(), target[keep])
         return GeneratorOutput(loss, None)
 
-    def set_report_vocab(self, reports: list[str]) -> None:
-        ids: set[int] = set()
-        for r in reports:
-            ids.update(self.report_ids(r))
-        self.report_vocab = torch.tensor(sorted(ids), dtype=torch.long)
+    def learn_report_text(self, reports: list[str], keep_old: bool = False) -> None:
+        """Learn the tokens and the common phrases of ``reports`` (the vocabulary decoding may be
+        restricted to, the draft table); ``keep_old`` adds to what the model already knew
+        (a site's retraining on a few reports keeps the base phrases it did not replace)."""
+        encoded = [self.report_ids(r) for r in reports if r.strip()]
+        vocab = torch.tensor(sorted({t for ids in encoded for t in ids}), dtype=torch.long)
+        table = drafts.fit_table(encoded, self.cfg.draft_min_reports, self.cfg.draft_min_share)
+        if keep_old:
+            vocab = torch.unique(torch.cat([self.report_vocab.cpu(), vocab]))
+            table = drafts.merge_tables(self.draft_table.cpu(), table)
+        self.report_vocab, self.draft_table = vocab, table
 
     @torch.no_grad()
     def optimize_for_inference(self) -> None:
@@ -291,6 +322,9 @@ class ReportGenerator(nn.Module):
             self.lm.set_output_embeddings(head)
             self.lm.config.vocab_size = len(keep)
             self._vocab_map = keep
+        if self.cfg.draft_tokens > 0 and len(self.draft_table):
+            to_decoding = {int(t): i for i, t in enumerate(self._vocab_map.tolist())} if self._vocab_map is not None else None
+            self._drafter = drafts.Drafter(self.draft_table, to_decoding)
         self._onnx = self._onnx_lm()
         if self.cfg.int8_inference:  # beam search and batches still decode in PyTorch
             self.lm = quantize_linear_int8(self.lm)
@@ -347,39 +381,53 @@ class ReportGenerator(nn.Module):
     def _greedy(self, inputs: torch.Tensor, kw: dict) -> torch.Tensor:
         """Greedy decoding of one study with a KV cache, the same rules as ``lm.generate``
         (repetition penalty and n-gram blocking on the new tokens, minimum length) without its
-        per-step bookkeeping: at batch 1 that bookkeeping costs as much as a small LM's step."""
-        eos, n, penalty = kw["eos_token_id"], kw["no_repeat_ngram_size"], kw["repetition_penalty"]
+        per-step bookkeeping: at batch 1 that bookkeeping costs as much as a small LM's step.
+
+        Speculative when the model has a draft table: each step scores the chosen token and up
+        to ``draft_tokens`` guesses after it in one call and keeps the guesses the same rules
+        pick, so the tokens are greedy decoding's (up to floating-point summation order)."""
+        eos, limit = kw["eos_token_id"], kw["max_new_tokens"]
         if self._onnx is not None:
-            next_logits = self._onnx.steps(inputs[0], self.lm.get_input_embeddings())
+            run = self._onnx.decode(inputs[0], self.lm.get_input_embeddings())
         else:
-            next_logits = self._torch_steps(inputs)
-        logits = next(next_logits)
+            run = TorchDecoding(self.lm, inputs)
         new: list[int] = []
-        for step in range(kw["max_new_tokens"]):
-            logits = logits.float()
-            if new and penalty != 1.0:
-                seen = torch.tensor(sorted(set(new)))
-                v = logits[seen]
-                logits[seen] = torch.where(v < 0, v * penalty, v / penalty)
-            if n > 0 and len(new) >= n - 1:
-                prefix = tuple(new[len(new) - n + 1:]) if n > 1 else ()
-                banned = [new[i + n - 1] for i in range(len(new) - n + 1) if tuple(new[i:i + n - 1]) == prefix]
-                logits[banned] = -float("inf")
-            if step < kw["min_new_tokens"]:
-                logits[eos] = -float("inf")
-            nxt = int(logits.argmax())
-            new.append(nxt)
-            if nxt == eos:
+        logits = run.first
+        while True:
+            token = self._pick(logits, new, kw)
+            new.append(token)
+            if token == eos or len(new) >= limit:
                 break
-            logits = next_logits.send(nxt)
+            guesses = self._drafter.draft(new, min(self.cfg.draft_tokens, limit - len(new))) if self._drafter else []
+            scored = run.feed([token] + guesses)
+            kept = 0
+            while kept < len(guesses) and self._pick(scored[kept], new, kw) == guesses[kept]:
+                new.append(guesses[kept])
+                kept += 1
+                if new[-1] == eos:
+                    break
+            if new[-1] == eos or len(new) >= limit:
+                break
+            run.keep(len(new))  # drop the cache of rejected guesses
+            logits = scored[kept]
         return torch.tensor([new])
 
-    def _torch_steps(self, inputs: torch.Tensor):
-        """Generator of next-token logits: first after the prompt, then after each sent token."""
-        out = self.lm(inputs_embeds=inputs, use_cache=True, logits_to_keep=1)
-        while True:
-            token = yield out.logits[0, -1]
-            out = self.lm(input_ids=torch.tensor([[token]]), cache=out.cache, use_cache=True)
+    @staticmethod
+    def _pick(logits: torch.Tensor, new: list[int], kw: dict) -> int:
+        """The greedy choice after ``new`` under the decoding rules."""
+        logits = logits.float().clone()
+        n, penalty = kw["no_repeat_ngram_size"], kw["repetition_penalty"]
+        if new and penalty != 1.0:
+            seen = torch.tensor(sorted(set(new)))
+            v = logits[seen]
+            logits[seen] = torch.where(v < 0, v * penalty, v / penalty)
+        if n > 0 and len(new) >= n - 1:
+            prefix = tuple(new[len(new) - n + 1:]) if n > 1 else ()
+            banned = [new[i + n - 1] for i in range(len(new) - n + 1) if tuple(new[i:i + n - 1]) == prefix]
+            logits[banned] = -float("inf")
+        if len(new) < kw["min_new_tokens"]:
+            logits[kw["eos_token_id"]] = -float("inf")
+        return int(logits.argmax())
 
     # ---- trainable tensors only -----------------------------------------------------------
     def trainable_state(self) -> dict[str, torch.Tensor]:
@@ -390,10 +438,12 @@ class ReportGenerator(nn.Module):
     def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
         state = dict(state)
         self.report_vocab = state.pop("report_vocab", torch.zeros(0, dtype=torch.long)).clone()
+        # models trained before speculative decoding have no table: they decode one token a step
+        self.draft_table = state.pop("draft_table", torch.zeros(0, drafts.MAX_CONTEXT + 1, dtype=torch.long)).clone()
         missing, unexpected = self.load_state_dict(state, strict=False)
         if unexpected:
             raise ValueError(f"checkpoint has tensors this generator lacks: {unexpected[:5]}")
         need = set(self.trainable_state())
-        absent = sorted((need & set(missing)) - {"report_vocab"})
+        absent = sorted((need & set(missing)) - {"report_vocab", "draft_table"})
         if absent:
             raise ValueError(f"checkpoint lacks generator tensors: {absent[:5]}")

@@ -67,9 +67,10 @@ def supports(lm) -> str | None:
 class LlamaStep(nn.Module):
     """One decoding call of a Hugging Face Llama over its own parameters.
 
-    (embeds (1, T, H), k_0, v_0, k_1, v_1, ... (kv_heads, P, head_dim) per layer) ->
-    (logits of the last position (1, V), the same keys and values with P + T positions).
-    T > 1 is the prompt (causal mask), T = 1 a generated token. Keys and values are separate
+    (embeds (1, T, H), rows (R,) int64, k_0, v_0, k_1, v_1, ... (kv_heads, P, head_dim) per layer)
+    -> (logits of the positions ``rows`` (R, V), the same keys and values with P + T positions).
+    T > 1 is the prompt or a generated token with draft tokens (causal mask), T = 1 a generated
+    token; the prompt needs only its last row of logits, a draft all of them. Keys and values are separate
     inputs and outputs per layer: stacking them would cost a gather and a concat per layer."""
 
     def __init__(self, lm):
@@ -102,7 +103,7 @@ class LlamaStep(nn.Module):
         # fuses into one SimplifiedLayerNormalization
         return x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon) * norm.weight
 
-    def forward(self, x: torch.Tensor, *past: torch.Tensor):
+    def forward(self, x: torch.Tensor, rows: torch.Tensor, *past: torch.Tensor):
         T, P = x.shape[1], past[0].shape[1]
         freqs = (torch.arange(T, dtype=torch.float32) + P)[:, None] * self.inv_freq[None]
         angle = torch.cat([freqs, freqs], -1)
@@ -138,7 +139,7 @@ class LlamaStep(nn.Module):
             y = self._rms_norm(h, layer.post_attention_layernorm)
             gate, up = (y @ torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).T).chunk(2, dim=-1)
             h = h + mlp.down_proj(nn.functional.silu(gate) * up)
-        return (self.head(self._rms_norm(h[-1:], self.norm)), *present)
+        return (self.head(self._rms_norm(h.index_select(0, rows), self.norm)), *present)
 
 
 def _weights_key(step: LlamaStep) -> str:
@@ -177,9 +178,10 @@ def export(step: LlamaStep, out: Path) -> Path:
         with torch.no_grad():
             past_names, present_names = step.cache_names("past_"), step.cache_names()
             axes = {"x": {1: "T"}, **{n: {1: "P"} for n in past_names}, **{n: {1: "PT"} for n in present_names}}
-            torch.onnx.export(step, (torch.zeros(1, 2, width), *past), str(fp32), dynamo=False,
-                              input_names=["x", *past_names], output_names=["logits", *present_names],
-                              dynamic_axes=axes, opset_version=ONNX_OPSET)
+            torch.onnx.export(step, (torch.zeros(1, 2, width), torch.tensor([0, 1]), *past), str(fp32),
+                              dynamo=False, input_names=["x", "rows", *past_names],
+                              output_names=["logits", *present_names], dynamic_axes={"rows": {0: "R"}, **axes},
+                              opset_version=ONNX_OPSET)
         quantiser = MatMulNBitsQuantizer(onnx.load(str(fp32)), bits=QUANT_BITS, block_size=QUANT_BLOCK,
                                          is_symmetric=True, accuracy_level=4)  # 4: int8 arithmetic
         quantiser.process()
@@ -221,12 +223,32 @@ class OnnxLM:
         self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         self.path = path
 
-    def steps(self, prompt: torch.Tensor, embed: nn.Embedding):
-        """Generator of next-token logits: first after the (T, H) prompt embeddings, then
-        after each token id sent to it (looked up in ``embed``)."""
-        cache = self._empty
-        x = prompt[None].detach().float().numpy()
-        while True:
-            logits, *cache = self.session.run(None, {"x": x, **dict(zip(self._past_names, cache))})
-            token = yield torch.from_numpy(logits[0])
-            x = embed.weight[token][None, None].detach().float().numpy()
+    def decode(self, prompt: torch.Tensor, embed: nn.Embedding) -> "OnnxDecoding":
+        """A decoding of the (T, H) prompt embeddings; ``embed`` looks up generated tokens."""
+        return OnnxDecoding(self, prompt, embed)
+
+
+class OnnxDecoding:
+    """One report's key/value cache on an :class:`OnnxLM` (the methods of ``generator.Decoding``)."""
+
+    def __init__(self, lm: OnnxLM, prompt: torch.Tensor, embed: nn.Embedding):
+        self._lm, self._embed = lm, embed
+        self.prompt_len = prompt.shape[0]
+        self.cache = lm._empty
+        self.first = self._run(prompt[None].detach().float().numpy(), [self.prompt_len - 1])[0]
+
+    def _run(self, x: np.ndarray, rows: list[int]) -> torch.Tensor:
+        feeds = {"x": x, "rows": np.asarray(rows, np.int64), **dict(zip(self._lm._past_names, self.cache))}
+        logits, *self.cache = self._lm.session.run(None, feeds)
+        return torch.from_numpy(logits)
+
+    def feed(self, tokens: list[int]) -> torch.Tensor:
+        """Logits (len(tokens), V) after each of ``tokens``, appended to the cache."""
+        x = self._embed.weight[torch.tensor(tokens)][None].detach().float().numpy()
+        return self._run(x, list(range(len(tokens))))
+
+    def keep(self, n_new: int) -> None:
+        """Forget cached positions after the prompt's first ``n_new`` generated tokens."""
+        n = self.prompt_len + n_new
+        if self.cache[0].shape[1] > n:
+            self.cache = [np.ascontiguousarray(c[:, :n]) for c in self.cache]

@@ -472,7 +472,7 @@ def train_generator(cfg: MedKitConfig, student: CXREncoder, train: StudyTensors,
              cfg.train.lr_generator, cfg, out, d, ckpt_every, on_epoch_end=val_loss, lengths=lengths,
              epoch_items=generator_epoch_items(train.findings, cfg.train.normal_keep, cfg.train.seed))
     mark_done(out, "generator", d)
-    gen.set_report_vocab([s.report for s in train.studies])
+    gen.learn_report_text([s.report for s in train.studies])
     rows = fit_model_thresholds(model.cfg, encoded.probs, train.label_matrix())
     logger.info("finding thresholds: %s", {r["observation"]: r["threshold"] for r in rows})
     return model.eval()
@@ -539,7 +539,7 @@ def export_model(run: str | Path, data: str | Path, out: str | Path) -> Path:
     studies = load_studies(data, "train")
     if cfg.train.limit:
         studies = studies[: cfg.train.limit]
-    model.generator.set_report_vocab([s.report for s in studies if s.report.strip()])
+    model.generator.learn_report_text([s.report for s in studies])
     train = StudyTensors(studies, cfg)
     fit_model_thresholds(model.cfg, encode_studies(model.student, train).probs, train.label_matrix())
     model.save(out)

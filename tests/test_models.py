@@ -179,7 +179,7 @@ def _tiny_model(tiny_lm_dir, vocab_reports=None):
     torch.manual_seed(3)
     model = MedKitCXR(cfg).eval()
     if vocab_reports:
-        model.generator.set_report_vocab(vocab_reports)
+        model.generator.learn_report_text(vocab_reports)
     return model
 
 

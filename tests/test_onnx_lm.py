@@ -33,14 +33,14 @@ def test_step_matches_transformers_forward(tiny_lm):
     assert len(empty) == 2 * tiny_lm.config.num_hidden_layers
     with torch.no_grad():
         ref = tiny_lm(inputs_embeds=x, use_cache=True)
-        logits, *cache = step(x, *empty)
+        logits, *cache = step(x, torch.tensor([6]), *empty)
         assert torch.allclose(logits[0], ref.logits[0, -1], atol=1e-4)
         assert all(c.shape[1] == 7 for c in cache)
-        nxt = torch.randn(1, 1, width)  # one more position through the cache
+        nxt = torch.randn(1, 3, width)  # three more positions through the cache, all scored
         ref2 = tiny_lm(inputs_embeds=nxt, cache=ref.cache, use_cache=True)
-        logits2, *cache2 = step(nxt, *cache)
-    assert torch.allclose(logits2[0], ref2.logits[0, -1], atol=1e-4)
-    assert all(c.shape[1] == 8 for c in cache2)
+        logits2, *cache2 = step(nxt, torch.arange(3), *cache)
+    assert torch.allclose(logits2, ref2.logits[0], atol=1e-4)
+    assert all(c.shape[1] == 10 for c in cache2)
 
 
 def _assert_close(got: torch.Tensor, ref: torch.Tensor) -> None:
@@ -55,15 +55,18 @@ def test_onnx_logits_follow_the_model_and_export_is_cached(tiny_lm, tmp_path, mo
     assert ort_lm.path.exists() and ort_lm.path.parent == tmp_path / "onnx"
     width = tiny_lm.config.hidden_size
     prompt = torch.randn(5, width)
-    steps = ort_lm.steps(prompt, tiny_lm.get_input_embeddings())
+    run = ort_lm.decode(prompt, tiny_lm.get_input_embeddings())
     with torch.no_grad():
         ref = tiny_lm(inputs_embeds=prompt[None], use_cache=True)
-        got = next(steps)
-        _assert_close(got, ref.logits[0, -1])
-        token = int(got.argmax())
-        ref2 = tiny_lm(input_ids=torch.tensor([[token]]), cache=ref.cache, use_cache=True)
-        got2 = steps.send(token)
-    _assert_close(got2, ref2.logits[0, -1])
+        _assert_close(run.first, ref.logits[0, -1])
+        token = int(run.first.argmax())
+        ref2 = tiny_lm(input_ids=torch.tensor([[token, 3, 4]]), cache=ref.cache, use_cache=True)
+        _assert_close(run.feed([token, 3, 4]), ref2.logits[0])  # a token and two guesses
+        run.keep(1)  # the guesses were wrong: forget them, feed another
+        ref.cache.crop(-2)
+        ref3 = tiny_lm(input_ids=torch.tensor([[7]]), cache=ref.cache, use_cache=True)
+        _assert_close(run.feed([7]), ref3.logits[0])
+    assert run.cache[0].shape[1] == 7
 
     inode = ort_lm.path.stat().st_ino  # an export replaces the file (new inode)
     again = OnnxLM(tiny_lm, tmp_path)  # same weights: the exported file is reused
@@ -117,7 +120,7 @@ def test_generator_decodes_greedily_on_the_chosen_runtime(tiny_lm_dir, monkeypat
     cfg = MedKitConfig().override([f"generator.lm_path={tiny_lm_dir}", "encoder.image_size=64", "generator.num_beams=1",
                                    "generator.max_new_tokens=6", f"generator.runtime={runtime}"])
     model = MedKitCXR(cfg).eval()
-    model.generator.set_report_vocab(["Lungs are clear.", "No effusion."])
+    model.generator.learn_report_text(["Lungs are clear.", "No effusion."])
     model.generator.optimize_for_inference()
     assert (model.generator._onnx is not None) == uses_onnx
     assert (tmp_path / "onnx").exists() == uses_onnx

@@ -329,7 +329,7 @@ def train_ct_generator(cfg: CTConfig, student: CTStudent, crops: CTCrops, out: P
     run_loop("generator", gen, loss_fn, len(keep), cfg.train.generator_batch_size, cfg.train.generator_epochs,
              cfg.train.lr_generator, cfg, out, d, ckpt_every)
     mark_done(out, "generator", d)
-    gen.set_report_vocab(reports)
+    gen.learn_report_text(reports)
     return model.eval()
 
 

@@ -115,9 +115,7 @@ class MedkitCxr(ReportTrainTask):
         if not d.main:
             return result
         if promoted:
-            old_vocab = gen.report_vocab.clone()
-            gen.set_report_vocab([s.report for s in train.studies + val.studies])
-            gen.report_vocab = torch.unique(torch.cat([old_vocab.to(gen.report_vocab.device), gen.report_vocab]))
+            gen.learn_report_text([s.report for s in train.studies + val.studies], keep_old=True)
             model.cpu().save(version_dir)
             self.store.promote(version_dir)
             result["version"] = version_dir.name
