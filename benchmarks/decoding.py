@@ -4,7 +4,7 @@
 
 Each setting overrides the model's ``generator`` decoding options (``num_beams``,
 ``repetition_penalty``, ``no_repeat_ngram_size``, ``length_penalty``, ``min_new_tokens``,
-``max_new_tokens``; beam search always runs in PyTorch); the table gives the language and clinical-efficacy metrics of
+``max_new_tokens``, ``draft_tokens``; beam search always runs in PyTorch); the table gives the language and clinical-efficacy metrics of
 ``medkit evaluate`` (same scorer) plus the mean generated length and the decoding time per
 study. Pick on val only; the test split is scored with ``medkit evaluate`` as shipped.
 """
@@ -35,6 +35,11 @@ SETTINGS: dict[str, dict] = {
     "min_tokens_35": {"min_new_tokens": 35},  # val references are longer than greedy reports (BLEU's brevity penalty)
     "min_tokens_45": {"min_new_tokens": 45},
     "beams_3": {"num_beams": 3},  # PyTorch generate: several times slower per study
+    # speculative greedy decoding (medkit.drafts): same reports, time only
+    "drafts_0": {"draft_tokens": 0},
+    "drafts_2": {"draft_tokens": 2},
+    "drafts_4": {"draft_tokens": 4},
+    "drafts_6": {"draft_tokens": 6},
 }
 GREEDY = [name for name, o in SETTINGS.items() if o.get("num_beams", 1) == 1]
 COLUMNS = ("bleu_1", "bleu_4", "meteor", "rouge_l", "cider", "ce_f1_micro", "ce_f1_macro")
@@ -71,6 +76,7 @@ def main() -> None:
     inputs = [encode(model, s) for s in studies]
     refs = [s.report for s in studies]
     results = json.loads(a.out.read_text()) if a.out and a.out.exists() else {}
+    texts: dict[str, list[str]] = {}
     for name in a.settings:
         if name in results:  # resume a sweep that was stopped
             continue
@@ -79,6 +85,7 @@ def main() -> None:
             t0 = time.perf_counter()
             hyps.append(model.generator.generate(tokens, mask, [prompt], **SETTINGS[name])[0])
             times.append(time.perf_counter() - t0)
+        texts[name] = hyps
         m = score(refs, hyps)
         m.pop("per_observation", None)
         results[name] = {"overrides": SETTINGS[name], "n_studies": len(studies), "metrics": m,
@@ -86,6 +93,10 @@ def main() -> None:
                          "decode_s_p50": float(np.median(times))}
         print(name, {c: round(m[c], 3) for c in COLUMNS}, f"words {results[name]['mean_words']:.1f}",
               f"decode p50 {results[name]['decode_s_p50']:.2f} s", flush=True)
+        if "drafts_0" in texts and "draft_tokens" in SETTINGS[name]:  # speculation must not change a report
+            same = sum(x == y for x, y in zip(texts["drafts_0"], hyps))
+            results[name]["same_reports_as_drafts_0"] = same
+            print(f"{name}: {same} of {len(hyps)} reports identical to drafts_0")
         if a.out:
             a.out.parent.mkdir(parents=True, exist_ok=True)
             a.out.write_text(json.dumps(results, indent=2))

@@ -368,8 +368,9 @@ class ReportGenerator(nn.Module):
                       pad_token_id=self._pruned_id(self.tokenizer.pad_token_id))
         kwargs.update(overrides)
         kwargs["min_new_tokens"] = min(kwargs["min_new_tokens"], kwargs["max_new_tokens"])
+        draft_tokens = kwargs.pop("draft_tokens", cfg.draft_tokens)  # greedy batch-1 decoding only
         if kwargs["num_beams"] <= 1 and inputs.shape[0] == 1:
-            out = self._greedy(inputs, kwargs)
+            out = self._greedy(inputs, kwargs, draft_tokens)
         else:
             if kwargs["num_beams"] <= 1:
                 kwargs.pop("length_penalty")
@@ -378,7 +379,7 @@ class ReportGenerator(nn.Module):
             out = self._vocab_map[out]
         return [self.tokenizer.decode(o, skip_special_tokens=True).strip() for o in out]
 
-    def _greedy(self, inputs: torch.Tensor, kw: dict) -> torch.Tensor:
+    def _greedy(self, inputs: torch.Tensor, kw: dict, draft_tokens: int) -> torch.Tensor:
         """Greedy decoding of one study with a KV cache, the same rules as ``lm.generate``
         (repetition penalty and n-gram blocking on the new tokens, minimum length) without its
         per-step bookkeeping: at batch 1 that bookkeeping costs as much as a small LM's step.
@@ -398,7 +399,7 @@ class ReportGenerator(nn.Module):
             new.append(token)
             if token == eos or len(new) >= limit:
                 break
-            guesses = self._drafter.draft(new, min(self.cfg.draft_tokens, limit - len(new))) if self._drafter else []
+            guesses = self._drafter.draft(new, min(draft_tokens, limit - len(new))) if self._drafter else []
             scored = run.feed([token] + guesses)
             kept = 0
             while kept < len(guesses) and self._pick(scored[kept], new, kw) == guesses[kept]:

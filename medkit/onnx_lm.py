@@ -13,7 +13,8 @@ The Hugging Face model stays the source of truth. :class:`LlamaStep` is the Llam
 written as one traceable function over the *same* parameter tensors (a test checks its logits
 against the Hugging Face forward); it is exported once per model and machine, quantised, and
 cached under ``medkit.generator.cache_dir()/onnx`` keyed by a hash of the weights and of this
-step's code. The
+step's code. One call scores the rows it is asked for: the prompt's last position, or a
+generated token and the draft tokens after it (speculative decoding, ``medkit.drafts``). The
 projector, knowledge fusion and prompt embeddings still run in PyTorch; the decoding rules
 (repetition penalty, n-gram blocking, minimum length) stay in ``ReportGenerator``.
 """
