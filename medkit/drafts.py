@@ -23,6 +23,12 @@ MAX_CONTEXT = 3  # tokens of context; shorter contexts are the back-off
 _PAD = -1
 
 
+def as_table(rows: Sequence[Sequence[int]] = ()) -> torch.Tensor:
+    """Rows of (right-aligned context, next token) as the (rows, MAX_CONTEXT + 1) long tensor a
+    model stores (no rows: an empty table)."""
+    return torch.tensor(sorted(rows), dtype=torch.long).reshape(-1, MAX_CONTEXT + 1)  # sorted: deterministic
+
+
 def fit_table(reports: Iterable[Sequence[int]], min_reports: int, min_share: float) -> torch.Tensor:
     """(rows, MAX_CONTEXT + 1) long tensor: right-aligned context (``-1`` padded), next token."""
     counts: dict[tuple[int, ...], Counter] = defaultdict(Counter)
@@ -38,8 +44,7 @@ def fit_table(reports: Iterable[Sequence[int]], min_reports: int, min_share: flo
         nxt, k = c.most_common(1)[0]
         if k >= min_reports and k >= min_share * sum(c.values()):
             rows.append([_PAD] * (MAX_CONTEXT - len(context)) + list(context) + [nxt])
-    rows.sort()  # deterministic order: same reports, same tensor
-    return torch.tensor(rows, dtype=torch.long).reshape(-1, MAX_CONTEXT + 1)
+    return as_table(rows)
 
 
 class Drafter:
@@ -77,5 +82,4 @@ class Drafter:
 def merge_tables(old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
     """``new``'s rows plus those of ``old`` whose context ``new`` does not continue."""
     known = {tuple(r[:MAX_CONTEXT]) for r in new.tolist()}
-    rows = sorted(new.tolist() + [r for r in old.tolist() if tuple(r[:MAX_CONTEXT]) not in known])
-    return torch.tensor(rows, dtype=torch.long).reshape(-1, MAX_CONTEXT + 1)
+    return as_table(new.tolist() + [r for r in old.tolist() if tuple(r[:MAX_CONTEXT]) not in known])

@@ -192,7 +192,7 @@ class ReportGenerator(nn.Module):
         # Token ids that occur in training reports: decoding may be restricted to them.
         self.register_buffer("report_vocab", torch.zeros(0, dtype=torch.long))
         # Phrases common to training reports: draft tokens for speculative decoding (medkit.drafts).
-        self.register_buffer("draft_table", torch.zeros(0, drafts.MAX_CONTEXT + 1, dtype=torch.long))
+        self.register_buffer("draft_table", drafts.as_table())
         self._drafter: drafts.Drafter | None = None  # once optimised, in the decoding vocabulary
         self._vocab_map: torch.Tensor | None = None  # pruned id -> tokenizer id, once optimised
         self._prompt_embed: torch.Tensor | None = None  # full embedding table kept for prompts
@@ -440,7 +440,7 @@ class ReportGenerator(nn.Module):
         state = dict(state)
         self.report_vocab = state.pop("report_vocab", torch.zeros(0, dtype=torch.long)).clone()
         # models trained before speculative decoding have no table: they decode one token a step
-        self.draft_table = state.pop("draft_table", torch.zeros(0, drafts.MAX_CONTEXT + 1, dtype=torch.long)).clone()
+        self.draft_table = state.pop("draft_table", drafts.as_table()).clone()
         missing, unexpected = self.load_state_dict(state, strict=False)
         if unexpected:
             raise ValueError(f"checkpoint has tensors this generator lacks: {unexpected[:5]}")

@@ -230,7 +230,7 @@ class OnnxLM:
 
 
 class OnnxDecoding:
-    """One report's key/value cache on an :class:`OnnxLM` (the methods of ``generator.Decoding``)."""
+    """One report's key/value cache on an :class:`OnnxLM` (the methods of ``generator.TorchDecoding``)."""
 
     def __init__(self, lm: OnnxLM, prompt: torch.Tensor, embed: nn.Embedding):
         self._lm, self._embed = lm, embed
