@@ -288,14 +288,36 @@ def config_changes(a: ConfigFile, b: ConfigFile) -> set[str]:
     return out
 
 
-def check_resumable(out: Path, cfg: ConfigFile) -> None:
-    """Refuse to resume a run folder whose config differs beyond RESUMABLE_CHANGES; save ``cfg``."""
+def trained_epochs(out: Path, stage: str) -> int | None:
+    """Epochs a stage's checkpoint has completed (None before its first checkpoint)."""
+    ckpt = out / stage / "state.pt"
+    return torch.load(ckpt, map_location="cpu", weights_only=False)["epoch"] if ckpt.exists() else None
+
+
+def check_resumable(out: Path, cfg: ConfigFile, stage_epochs: dict[str, int]) -> None:
+    """Refuse to resume a run folder whose config differs beyond RESUMABLE_CHANGES, or whose
+    epochs the checkpoints cannot honour; then save ``cfg``. ``stage_epochs`` maps each stage, in
+    training order, to the epochs the config asks of it. A stage cannot be trained to fewer epochs
+    than it has, and a finished stage that a later one learned from is never trained further
+    (more generator epochs, the last stage, are fine). Checked before anything is written."""
     prev = out / "config.json"
     if prev.exists():
         changed = config_changes(type(cfg).load(prev), cfg) - RESUMABLE_CHANGES
         if changed:
             raise ValueError(f"{out} holds a run with another config ({', '.join(sorted(changed))} differ); "
                              "use a new --out or the same settings")
+    stages = list(stage_epochs)
+    for i, (stage, epochs) in enumerate(stage_epochs.items()):
+        done = trained_epochs(out, stage)
+        if done is None:
+            continue
+        if done > epochs:
+            raise ValueError(f"{out}: the {stage} stage has trained {done} epochs and the config asks for {epochs}; "
+                             "a checkpoint cannot be untrained: use at least that many or a new --out")
+        if done < epochs and stage_done(out, stage) and i < len(stages) - 1:
+            raise ValueError(f"{out}: the {stage} stage finished after {done} epochs and the config asks for {epochs}; "
+                             f"the {', '.join(stages[i + 1:])} stage(s) learned from it, so it is not trained further: "
+                             "use a new --out")
     cfg.save(prev)
 
 
@@ -487,7 +509,8 @@ def train(cfg: MedKitConfig, data: str | Path, out: str | Path, lm=None, tokeniz
     seed_everything(cfg.train.seed + d.rank)
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
-        check_resumable(out, cfg)
+        check_resumable(out, cfg, {"teacher": cfg.train.teacher_epochs, "student": cfg.train.student_epochs,
+                                   "generator": cfg.train.generator_epochs})
     studies = load_studies(data, "train")
     if cfg.train.limit:
         studies = studies[: cfg.train.limit]

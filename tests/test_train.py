@@ -99,6 +99,31 @@ def test_ddp_two_cpu_processes(tmp_path, tiny_lm_dir, tiny_manifest):
     assert len(steps) == 2 and {h["epoch"] for h in steps} == {0, 1}
 
 
+def test_resume_refuses_epochs_the_checkpoints_cannot_honour(tmp_path, tiny_model_dir):
+    import shutil
+
+    from medkit.config import MedKitConfig
+    from medkit.train import check_resumable
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_model_dir.parent, run)
+    saved = (run / "config.json").read_text()
+    cfg = MedKitConfig.load(run / "config.json")
+    epochs = {"teacher": cfg.train.teacher_epochs, "student": cfg.train.student_epochs,
+              "generator": cfg.train.generator_epochs}
+    # a finished teacher is not trained further: the student and generator learned from it
+    with pytest.raises(ValueError, match="teacher stage finished after 2 epochs.*student, generator"):
+        check_resumable(run, cfg.override(["train.teacher_epochs=3"]), {**epochs, "teacher": 3})
+    # no stage goes below the epochs its checkpoint holds
+    with pytest.raises(ValueError, match="generator stage has trained 8 epochs and the config asks for 4"):
+        check_resumable(run, cfg.override(["train.generator_epochs=4"]), {**epochs, "generator": 4})
+    assert (run / "config.json").read_text() == saved  # refused before anything was written
+    # more epochs of the last stage is how the shipped model was made
+    longer = cfg.override(["train.generator_epochs=9"])
+    check_resumable(run, longer, {**epochs, "generator": 9})
+    assert MedKitConfig.load(run / "config.json").train.generator_epochs == 9
+
+
 def test_resume_may_change_epochs_only():
     from medkit.config import MedKitConfig
     from medkit.train import RESUMABLE_CHANGES, config_changes

@@ -224,7 +224,8 @@ def train_ct(cfg: CTConfig, data: str | Path, out: str | Path, lm=None, tokenize
     d = Dist()  # single process: CT volumes are few and large (DDP: see medkit.train for the 2D path)
     seed_everything(cfg.train.seed)
     out.mkdir(parents=True, exist_ok=True)
-    check_resumable(out, cfg)
+    check_resumable(out, cfg, {"teacher": cfg.train.teacher_probe_epochs, "student": cfg.train.student_epochs,
+                               "generator": cfg.train.generator_epochs})
     studies = load_ct_manifest(data, "train")
     (out / "manifest.jsonl").write_text("".join(json.dumps({"id": s.id, "images": [str(s.volume.resolve())],
                                                             "report": s.report, "split": s.split}) + "\n"
