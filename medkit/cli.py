@@ -63,6 +63,8 @@ def _add_generate(sub) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--num-beams", type=int)
     p.add_argument("--max-new-tokens", type=int)
+    p.add_argument("--no-state-findings", action="store_true",
+                   help="chest X-ray: the generator's text alone, without stating the flagged findings it leaves out")
     p.add_argument("--sr", metavar="FILE", help="also write a DICOM Structured Report referencing the DICOM inputs")
 
 
@@ -76,6 +78,8 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--limit", type=int, help="score only the first N studies")
     p.add_argument("--no-floors", action="store_true", help="skip the most-frequent and nearest-neighbour floors")
     p.add_argument("--num-beams", type=int)
+    p.add_argument("--no-state-findings", action="store_true",
+                   help="chest X-ray: the generator's text alone, without stating the flagged findings it leaves out")
 
 
 def _add_calibrate(sub) -> None:
@@ -162,7 +166,8 @@ def cmd_generate(args) -> int:
 
         sources = dicom_sources(args.images)
     model = MedKitCXR.load(args.model, lm_path=args.lm)
-    result = model.report_from_files(args.images, **_decode_overrides(args))
+    result = model.report_from_files(args.images, state_findings=False if args.no_state_findings else None,
+                                     **_decode_overrides(args))
     if args.sr:
         write_report_sr(result, sources, args.sr)
     if args.json:
@@ -178,7 +183,7 @@ def cmd_evaluate(args) -> int:
     from medkit.evaluate import evaluate, markdown_table
 
     result = evaluate(args.data, args.split, args.model, args.limit, args.lm, _decode_overrides(args),
-                      floors=not args.no_floors)
+                      floors=not args.no_floors, state_findings=False if args.no_state_findings else None)
     print(markdown_table(result))
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

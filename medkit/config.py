@@ -88,6 +88,9 @@ class GeneratorConfig:
     draft_tokens: int = 4
     draft_min_reports: int = 5
     draft_min_share: float = 0.3
+    # Chest X-ray: the report states every finding the findings table calls positive
+    # (medkit.consistency); sentences negating one are replaced by a plain statement of it.
+    state_findings: bool = True
 
     def __post_init__(self) -> None:
         if self.runtime not in ("auto", "torch", "onnx"):

@@ -48,7 +48,8 @@ def study_embedding(model: MedKitCXR, study) -> torch.Tensor:
 
 
 def evaluate(data: str | Path, split: str, model_dir: str | Path | None = None, limit: int | None = None,
-             lm_path: str | None = None, decode: dict | None = None, floors: bool = True) -> dict:
+             lm_path: str | None = None, decode: dict | None = None, floors: bool = True,
+             state_findings: bool | None = None) -> dict:
     model = MedKitCXR.load(model_dir, lm_path=lm_path)
     studies = [s for s in load_studies(data, split) if s.report.strip() and any(p.exists() for p in s.images)]
     if limit:
@@ -56,17 +57,21 @@ def evaluate(data: str | Path, split: str, model_dir: str | Path | None = None, 
     if not studies:
         raise ValueError(f"{data}: no usable study in split {split!r}")
     refs = [s.report for s in studies]
-    hyps, latencies = [], []
+    hyps, latencies, stated = [], [], []
     for s in tqdm(studies, desc=f"generating ({split})"):
         t0 = time.perf_counter()
         present = [i for i, p in enumerate(s.images) if p.exists()]
         out = model.report_from_files([s.images[i] for i in present],
-                                      [s.views[i] for i in present] if s.views else None, **(decode or {}))
+                                      [s.views[i] for i in present] if s.views else None,
+                                      state_findings=state_findings, **(decode or {}))
         latencies.append(time.perf_counter() - t0)
         hyps.append(out["report"])
+        stated.append(out["stated_findings"])
     result = {
         "n_studies": len(studies), "split": split, "model": score(refs, hyps),
         "latency_s": {"p50": float(np.percentile(latencies, 50)), "p95": float(np.percentile(latencies, 95))},
+        # how often the report had to be made to state a flagged finding (medkit.consistency)
+        "stated_findings": {"studies": sum(1 for f in stated if f), "findings": sum(map(len, stated))},
         "examples": [{"id": s.id, "reference": r, "generated": h} for s, r, h in list(zip(studies, refs, hyps))[:5]],
     }
     if floors:

@@ -17,6 +17,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from medkit import consistency
 from medkit.config import MedKitConfig
 from medkit.encoders import CXREncoder
 from medkit.generator import ReportGenerator
@@ -154,11 +155,19 @@ class MedKitCXR(torch.nn.Module):
         return enc.tokens, enc.token_mask, prompt, findings, triples
 
     @torch.no_grad()
-    def report_from_arrays(self, arrays: Sequence[np.ndarray], **decode) -> dict:
-        """One study (its views as (H, W) 0..1 arrays) -> report, findings, knowledge."""
+    def report_from_arrays(self, arrays: Sequence[np.ndarray], state_findings: bool | None = None, **decode) -> dict:
+        """One study (its views as (H, W) 0..1 arrays) -> report, findings, knowledge.
+
+        ``state_findings`` (default ``generator.state_findings``) makes the report state every
+        finding the table calls positive (:mod:`medkit.consistency`); ``stated_findings`` lists
+        those the generator had left out or negated."""
         tokens, mask, prompt, findings, triples = self.generator_inputs(arrays)
         report = self.generator.generate(tokens, mask, [prompt], **decode)[0]
-        return {"report": report, "findings": findings, "knowledge": [str(t) for t in triples], "modality": "CXR"}
+        stated = []
+        if self.cfg.generator.state_findings if state_findings is None else state_findings:
+            report, stated = consistency.state_findings(report, prompt_findings(findings))
+        return {"report": report, "findings": findings, "stated_findings": stated,
+                "knowledge": [str(t) for t in triples], "modality": "CXR"}
 
     def load_views(self, paths: Sequence[str | Path], views: list[str | None] | None = None) -> list[np.ndarray]:
         """The views this model reads, in its order (frontal first, at most ``max_views``)."""

@@ -10,7 +10,7 @@ import sys
 import pydicom
 import pytest
 
-from medkit.labeler import OBSERVATIONS
+from medkit.labeler import OBSERVATIONS, Status, label_report
 from tests.conftest import NIH_PNG, NIH_PNG_2, ROOT, RSNA_DCM, write_tiny_iu_folder
 
 
@@ -29,6 +29,11 @@ def _check_report(obj: dict):
         assert 0.0 <= f["probability"] <= 1.0 and f["status"] in ("positive", "negative")
         assert (f["probability"] >= f["threshold"]) == (f["status"] == "positive")
     assert obj["knowledge"] and all(t.startswith("<") and t.endswith(">") for t in obj["knowledge"])
+    # the report states every finding the table calls positive (medkit.consistency)
+    positive = {f["name"] for f in obj["findings"] if f["status"] == "positive"} - {"No Finding"}
+    said = label_report(obj["report"])
+    assert all(said[f] in (Status.POSITIVE, Status.UNCERTAIN) for f in positive), (positive, obj["report"])
+    assert set(obj["stated_findings"]) <= positive
 
 
 @pytest.mark.parametrize("images", [[NIH_PNG], [RSNA_DCM], [NIH_PNG, NIH_PNG_2]], ids=["png", "dicom", "two-views"])
@@ -36,6 +41,19 @@ def test_generate_default_model_json(images):
     r = medkit("generate", *map(str, images), "--json", "--num-beams", "1", "--max-new-tokens", "24")
     assert r.returncode == 0, r.stderr[-2000:]
     _check_report(json.loads(r.stdout))
+
+
+def test_generate_no_state_findings_gives_the_generator_text_alone():
+    r = medkit("generate", str(NIH_PNG_2), "--json", "--no-state-findings")
+    assert r.returncode == 0, r.stderr[-2000:]
+    raw = json.loads(r.stdout)
+    assert raw["stated_findings"] == []
+    r = medkit("generate", str(NIH_PNG_2), "--json")
+    stated = json.loads(r.stdout)
+    from medkit.consistency import state_findings
+
+    positive = [f["name"] for f in raw["findings"] if f["status"] == "positive" and f["name"] != "No Finding"]
+    assert (stated["report"], stated["stated_findings"]) == state_findings(raw["report"], positive)
 
 
 def test_generate_with_model_dir(tiny_model_dir):

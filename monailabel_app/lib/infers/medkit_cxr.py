@@ -3,7 +3,7 @@
 MONAI Label's :class:`BasicInferTask` pipeline with MedKit in place of a segmentation
 network: pre-transforms load the views of the study (:class:`lib.transforms.LoadCXRd`), the
 inferer runs :meth:`medkit.model.MedKitCXR.report_from_arrays`, and the writer returns the
-result JSON (``report``, ``findings``, ``knowledge``, ``modality``, ``model``) with no label
+result JSON (``report``, ``findings``, ``stated_findings``, ``knowledge``, ``modality``, ``model``) with no label
 image (the chest X-ray model makes no segmentation). The model is loaded once per device
 and reloaded when training promotes a new version (:class:`lib.infers.base.MedKitInferTask`).
 
