@@ -320,7 +320,9 @@ class MedKitSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.util.setSliceViewerLayers(background=volume, fit=True)
             self.setStatus(f"Report for {imageId}; organ segmentation '{seg.GetName()}' loaded.")
         else:
-            self.setStatus(f"Report for {imageId} ({result.get('model', 'model')}).")
+            stated = result.get("stated_findings") or []  # sentences the server added from the findings table
+            note = f" Stated from the findings table: {', '.join(stated)}." if stated else ""
+            self.setStatus(f"Report for {imageId} ({result.get('model', 'model')}).{note}")
         for warning in result.get("warnings", []):
             self.setStatus(f"{self.ui.statusLabel.text} Warning: {warning}")
 
