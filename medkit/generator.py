@@ -23,6 +23,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -103,6 +104,18 @@ def quantize_linear_int8(module: nn.Module, keep_float: tuple[str, ...] = ("down
     with warnings.catch_warnings():  # torch 2.14 announces a move of this API to torchao
         warnings.simplefilter("ignore")
         return quantize_dynamic(module, names, dtype=torch.qint8, inplace=True)  # no deep copy: peak RSS
+
+
+#: De-identification placeholders: IU X-ray reports write "XXXX" for every removed word ("pulmonary
+#: XXXX are normal"). The generator learns from such reports, but a report it writes should never
+#: hold one (about one in five of the shipped model's val reports did before they were left out
+#: of the decoding vocabulary).
+_DEIDENTIFIED = re.compile(r"X{3,}")  # also glued to a word: "3rd-5XXXX"
+
+
+def without_placeholders(report: str) -> str:
+    """``report`` with its de-identification placeholders removed."""
+    return re.sub(r"[ \t]{2,}", " ", _DEIDENTIFIED.sub(" ", report)).strip()
 
 
 def load_language_model(lm_path: str):
@@ -290,8 +303,9 @@ class ReportGenerator(nn.Module):
     def learn_report_text(self, reports: list[str], keep_old: bool = False) -> None:
         """Learn the tokens and the common phrases of ``reports`` (the vocabulary decoding may be
         restricted to, the draft table); ``keep_old`` adds to what the model already knew
-        (a site's retraining on a few reports keeps the base phrases it did not replace)."""
-        encoded = [self.report_ids(r) for r in reports if r.strip()]
+        (a site's retraining on a few reports keeps the base phrases it did not replace).
+        De-identification placeholders are left out of both, so decoding never writes them."""
+        encoded = [self.report_ids(without_placeholders(r)) for r in reports if r.strip()]
         vocab = torch.tensor(sorted({t for ids in encoded for t in ids}), dtype=torch.long)
         table = drafts.fit_table(encoded, self.cfg.draft_min_reports, self.cfg.draft_min_share)
         if keep_old:

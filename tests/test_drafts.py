@@ -82,3 +82,17 @@ def test_speculative_decoding_picks_the_greedy_tokens(generator, monkeypatch, gu
     assert max(calls) > 1  # guesses were scored
     if guesses == "right":
         assert len(calls) < plain_calls / 2
+
+
+def test_report_text_learning_leaves_out_deidentification_placeholders(generator):
+    g = generator
+    old = g.report_vocab.clone(), g.draft_table.clone()
+    try:
+        g.learn_report_text(["The pulmonary XXXX are normal. XXXX-A-XXXX in place."] * 6)
+        vocab = set(g.report_vocab.tolist())
+        placeholder = set(g.tokenizer(" XXXX", add_special_tokens=False).input_ids)
+        assert placeholder and placeholder.isdisjoint(vocab)
+        assert placeholder.isdisjoint(g.draft_table.flatten().tolist())
+        assert set(g.report_ids("The pulmonary are normal. -A- in place.")) <= vocab  # the rest is learnt
+    finally:
+        g.report_vocab, g.draft_table = old
