@@ -69,6 +69,7 @@ def state_findings(report: str, findings: Sequence[str]) -> tuple[str, list[str]
             for i in reversed(negating[1:]):
                 del parts[i], labels[i]
         else:
-            parts.append(statement), labels.append(label_report(statement))
+            parts.append(statement)
+            labels.append(label_report(statement))
         stated.append(finding)
     return " ".join(parts), stated
