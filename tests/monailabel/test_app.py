@@ -51,6 +51,19 @@ def test_infer_json(local_server, image):
     check_cxr_result(r.json())
 
 
+def test_infer_states_the_flagged_findings_unless_asked_not_to(local_server):
+    from medkit.consistency import state_findings
+
+    url = f"/infer/medkit_cxr?image={PNG_ID}&output=json"
+    raw = post(local_server, url, data={"params": json.dumps({"state_findings": False})})
+    stated = post(local_server, url)
+    assert raw.status_code == stated.status_code == 200, raw.text + stated.text
+    raw, stated = raw.json(), stated.json()
+    assert raw["stated_findings"] == []
+    positive = [f["name"] for f in raw["findings"] if f["status"] == "positive" and f["name"] != "No Finding"]
+    assert (stated["report"], stated["stated_findings"]) == state_findings(raw["report"], positive)
+
+
 def test_infer_uploaded_file(local_server):
     with open(NIH_PNG_2, "rb") as f:
         r = post(local_server, "/infer/medkit_cxr?output=json", files={"file": ("view.png", f)})
@@ -79,12 +92,13 @@ def test_infer_ct_volume(local_server, ct_model_dir):
     ("/infer/medkit_cxr?image=" + PNG_ID, {"data": {"params": "{not json"}}, 400, "malformed JSON"),
     ("/infer/medkit_cxr?image=" + PNG_ID, {"data": {"params": '{"num_beams": 99}'}}, 400, "num_beams"),
     ("/infer/medkit_cxr?image=" + PNG_ID, {"data": {"params": '{"max_new_tokens": "x"}'}}, 400, "max_new_tokens"),
+    ("/infer/medkit_cxr?image=" + PNG_ID, {"data": {"params": '{"state_findings": "maybe"}'}}, 400, "state_findings"),
     ("/infer/medkit_cxr", {"files": {"file": ("x.png", b"hello")}}, 400, "not a readable image"),
     ("/infer/medkit_cxr", {"files": {"file": ("v.nii.gz", b"\x1f\x8b00")}}, 400, "3D volume"),
     ("/activelearning/nope", {}, 404, "unknown strategy 'nope'"),
     ("/train/nope", {"json": {}}, 404, "unknown model 'nope'"),
 ], ids=["model", "image", "traversal", "server-path", "params-json", "num-beams", "max-new-tokens",
-        "non-image-upload", "volume-to-cxr", "strategy", "train-model"])
+        "state-findings", "non-image-upload", "volume-to-cxr", "strategy", "train-model"])
 def test_bad_requests_are_4xx_and_server_keeps_serving(local_server, path, kwargs, status, needle):
     r = post(local_server, path, **kwargs)
     assert r.status_code == status, r.text

@@ -30,6 +30,19 @@ def decode_params(data: Dict[str, Any]) -> dict:
     return out
 
 
+def bool_param(data: Dict[str, Any], key: str) -> bool | None:
+    """A true/false request parameter (JSON boolean, or "true"/"false"/1/0); None when absent."""
+    value = data.get(key)
+    if value in (None, ""):
+        return None
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "false", "0"):
+        return text in ("true", "1")
+    raise ValueError(f"{key} must be true or false, got {value!r}")
+
+
 class MedKitInferTask(BasicInferTask):
     """A :class:`BasicInferTask` serving the model of a :class:`lib.model_store.ModelStore`.
 

@@ -7,7 +7,9 @@ result JSON (``report``, ``findings``, ``stated_findings``, ``knowledge``, ``mod
 image (the chest X-ray model makes no segmentation). The model is loaded once per device
 and reloaded when training promotes a new version (:class:`lib.infers.base.MedKitInferTask`).
 
-Request params (``params`` form field, JSON): ``num_beams`` (1-8), ``max_new_tokens`` (1-512).
+Request params (``params`` form field, JSON): ``num_beams`` (1-8), ``max_new_tokens`` (1-512),
+``state_findings`` (true/false; default the model's ``generator.state_findings``: the report states
+the findings the table calls positive, :mod:`medkit.consistency`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any, Callable, Dict, Sequence
 
 from monailabel.interfaces.tasks.infer_v2 import InferType
 
-from lib.infers.base import MedKitInferTask, decode_params
+from lib.infers.base import MedKitInferTask, bool_param, decode_params
 from lib.transforms import LoadCXRd
 from medkit.labeler import OBSERVATIONS
 
@@ -54,8 +56,9 @@ class MedkitCxr(MedKitInferTask):
 
     def run_inferer(self, data: Dict[str, Any], convert_to_batch=True, device="cpu"):
         decode = decode_params(data)
+        state_findings = bool_param(data, "state_findings")
         model = self._get_network(device, data)
-        result = model.report_from_arrays(data["image"], **decode)
+        result = model.report_from_arrays(data["image"], state_findings=state_findings, **decode)
         result["model"] = self.served_version()
         data[self.output_json_key] = result
         return data
