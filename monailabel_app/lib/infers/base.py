@@ -9,6 +9,8 @@ from typing import Any, Callable, Dict, Sequence
 
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 
+from lib.params import parse_bool
+
 logger = logging.getLogger(__name__)
 
 DECODE_LIMITS = {"num_beams": (1, 8), "max_new_tokens": (1, 512)}
@@ -31,16 +33,8 @@ def decode_params(data: Dict[str, Any]) -> dict:
 
 
 def bool_param(data: Dict[str, Any], key: str) -> bool | None:
-    """A true/false request parameter (JSON boolean, or "true"/"false"/1/0); None when absent."""
-    value = data.get(key)
-    if value in (None, ""):
-        return None
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "1", "false", "0"):
-        return text in ("true", "1")
-    raise ValueError(f"{key} must be true or false, got {value!r}")
+    """A true/false request parameter (:func:`lib.params.parse_bool`); None when absent."""
+    return None if data.get(key) in (None, "") else parse_bool(key, data[key])
 
 
 class MedKitInferTask(BasicInferTask):

@@ -27,6 +27,8 @@ from pathlib import Path
 
 from monailabel.interfaces.tasks.train import TrainTask
 
+from lib.params import parse_bool
+
 logger = logging.getLogger(__name__)
 
 
@@ -200,12 +202,8 @@ class ReportTrainTask(TrainTask):
 
 
 def _parse_option(key: str, kind, value):
-    if kind is bool:  # JSON true/false, or the strings a form sends
-        if isinstance(value, bool) or value in (0, 1):
-            return bool(value)
-        if str(value).strip().lower() in ("true", "false", "1", "0", "yes", "no"):
-            return str(value).strip().lower() in ("true", "1", "yes")
-        raise ValueError(f"train option {key} must be true or false, got {value!r}")
+    if kind is bool:
+        return parse_bool(f"train option {key}", value)
     try:
         return kind(value)
     except (TypeError, ValueError):
