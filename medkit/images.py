@@ -1,15 +1,19 @@
-"""Chest radiograph input: PNG / JPEG through MONAI's PIL reader, DICOM (CR/DX) through pydicom.
+"""Chest radiograph input: PNG / JPEG through Pillow, DICOM (CR/DX) through pydicom.
 
 Every loader returns a float32 array of shape (H, W) scaled to 0..1 with "bone is bright"
 polarity, whatever the source encoding:
 
-- PNG / JPEG: ``monai.data.PILReader``; RGB(A) is converted to grey by luminance.
-- DICOM: pydicom reads the pixels; the Modality LUT (Rescale Slope/Intercept) is applied, then
-  the VOI LUT or the first Window Center/Width when the file has one; MONOCHROME1 images are
-  inverted so that they look like MONOCHROME2. Without a window the full range is min-max scaled.
+- PNG / JPEG: Pillow, read as a viewer shows them: EXIF orientation applied, palette images as
+  their colours, 16-bit grey at full depth; RGB(A) is converted to grey by luminance.
+- DICOM: pydicom reads the pixels (every transfer syntax its decoders cover: JPEG, JPEG-LS,
+  JPEG 2000 and RLE through pylibjpeg's plugins, deflate natively); the Modality LUT (Rescale
+  Slope/Intercept) is applied, then the VOI LUT or the first Window Center/Width when the file
+  has one; MONOCHROME1 images are inverted so that they look like MONOCHROME2. Without a window
+  the full range is min-max scaled.
 
-Bad input raises :class:`ImageInputError` (a ``ValueError``) whose message names the file and
-the problem; callers show it as a one-line error.
+Sizes are checked from the header before anything is decoded (:mod:`medkit.limits`: pixels,
+inflated bytes of a deflated DICOM). Bad input raises :class:`ImageInputError` (a ``ValueError``)
+whose message names the file and the problem; callers show it as a one-line error.
 
     python -m medkit.images path/to/image.dcm   # prints shape and intensity range
 """
@@ -21,6 +25,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
+from medkit import limits
 
 logger = logging.getLogger(__name__)
 
@@ -41,16 +47,34 @@ def _is_dicom(path: Path) -> bool:
 
 
 def _read_raster(path: Path) -> np.ndarray:
-    from monai.data import PILReader
-    from PIL import Image, UnidentifiedImageError
+    """A PNG / JPEG as a viewer shows it: EXIF orientation applied, palette colours (not indices),
+    16-bit grey kept at full depth, colour converted to grey by luminance."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         with Image.open(path) as probe:
+            _check_pixels(path, probe.size[0] * probe.size[1] * getattr(probe, "n_frames", 1))
+            if getattr(probe, "n_frames", 1) > 1:
+                raise ImageInputError(f"{path}: image holds {probe.n_frames} frames; a chest radiograph is one frame")
             probe.verify()  # catches truncated and non-image files before decoding
-        img = PILReader(reverse_indexing=False).read(str(path))
-        # Force full decode here: PIL decodes lazily and a truncated file fails only now.
-        arr, _ = PILReader(reverse_indexing=False).get_data(img)
+        with Image.open(path) as img:
+            img.load()  # PIL decodes lazily: a truncated file fails only now
+            img = ImageOps.exif_transpose(img)  # the orientation a viewer shows (EXIF tag 274)
+            if img.mode in ("P", "PA"):  # palette indices -> the grey values / colours they stand for
+                rgb = np.asarray(img.getpalette() or [0, 0, 0], dtype=np.int32).reshape(-1, 3)
+                img = img.convert("L" if (rgb == rgb[:, :1]).all() else "RGB")
+            if img.mode in ("L", "LA"):
+                arr = np.asarray(img.getchannel(0))
+            elif img.mode.startswith(("I", "F")):  # 16-bit / 32-bit grey
+                arr = np.asarray(img)
+            else:
+                arr = np.asarray(img.convert("RGB"))
+    except Image.DecompressionBombError as e:  # PIL's own bound (2x its MAX_IMAGE_PIXELS), from the header
+        raise ImageInputError(f"{path}: {e}; more than the limit max_image_pixels = "
+                              f"{limits.current().max_image_pixels:,}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        if isinstance(e, ImageInputError):
+            raise
         raise ImageInputError(f"{path}: not a readable image ({e})") from e
     arr = np.asarray(arr, dtype=np.float32)
     if arr.ndim == 3 and arr.shape[-1] in (3, 4):  # (H, W, C) -> grey
@@ -58,12 +82,57 @@ def _read_raster(path: Path) -> np.ndarray:
     return arr
 
 
+def _check_pixels(path: Path, pixels: int) -> None:
+    try:
+        limits.current().check("max_image_pixels", pixels, f"{path}: the image claims {pixels:,} pixels")
+    except limits.InputLimitError as e:
+        raise ImageInputError(str(e)) from None
+
+
+_DEFLATE = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian
+
+
+def read_dicom_header(path: str | Path):
+    """A DICOM file's header (no pixel data), refused before it is parsed when the file is deflated
+    and inflates past ``max_decompressed_mb`` (streamed, nothing kept: pydicom inflates a deflated
+    file whole, even for its header), or when it claims more than ``max_image_pixels``."""
+    path = Path(path)
+    import zlib
+
+    import pydicom
+    from pydicom.filereader import read_file_meta_info
+
+    meta = read_file_meta_info(str(path))
+    if str(getattr(meta, "TransferSyntaxUID", "")) == _DEFLATE:
+        cap = limits.current().max_decompressed_mb * 1024 * 1024
+        inflater, total = zlib.decompressobj(-zlib.MAX_WBITS), 0
+        with path.open("rb") as f:
+            # the deflated dataset follows the file meta group: preamble + "DICM", then the group
+            # length element (12 bytes) and the group_length bytes it announces
+            start = 132 if f.read(132)[128:] == b"DICM" else 0
+            f.seek(start + 12 + int(getattr(meta, "FileMetaInformationGroupLength", 0) or 0))
+            while total <= cap and (block := f.read(1 << 16)):
+                total += len(inflater.decompress(block, cap + 1 - total))
+                while inflater.unconsumed_tail and total <= cap:
+                    total += len(inflater.decompress(inflater.unconsumed_tail, cap + 1 - total))
+        if total > cap:
+            raise ImageInputError(f"{path}: deflated DICOM inflates to more than {cap // (1024 * 1024)} MiB, more "
+                                  "than the limit max_decompressed_mb (MONAI Label: --conf max_decompressed_mb N)")
+    ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+    pixels = int(ds.get("Rows", 0) or 0) * int(ds.get("Columns", 0) or 0) * int(ds.get("NumberOfFrames", 1) or 1)
+    _check_pixels(path, pixels * int(ds.get("SamplesPerPixel", 1) or 1))
+    return ds
+
+
 def _read_dicom(path: Path) -> np.ndarray:
     import pydicom
     from pydicom.pixel_data_handlers.util import apply_modality_lut, apply_voi_lut
 
     try:
+        read_dicom_header(path)
         ds = pydicom.dcmread(str(path))
+    except ImageInputError:
+        raise
     except Exception as e:  # pydicom raises several unrelated types for damaged files
         raise ImageInputError(f"{path}: not a readable DICOM file ({e})") from e
     if "PixelData" not in ds:

@@ -123,3 +123,80 @@ def test_volume_rejected(tmp_path):
     p.write_bytes(b"\x1f\x8b" + b"0" * 100)
     with pytest.raises(ImageInputError, match="3D volume"):
         load_cxr(p)
+
+
+# ---- read as a viewer shows it; refused from the header when too large -----------------------------
+def _grey() -> np.ndarray:
+    return np.asarray(Image.open(NIH_PNG).convert("L"))
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    exif = Image.Exif()
+    exif[274] = 6  # stored pixels turned; a viewer rotates them 90 degrees clockwise
+    Image.fromarray(np.rot90(_grey(), 1).copy()).save(tmp_path / "r.png", exif=exif.tobytes())
+    Image.fromarray(np.rot90(_grey(), 1).copy()).save(tmp_path / "plain.png")
+    assert np.array_equal(load_cxr(tmp_path / "r.png"), load_cxr(NIH_PNG))
+    assert not np.array_equal(load_cxr(tmp_path / "plain.png"), load_cxr(NIH_PNG))  # the tag is what turns it
+
+
+def test_palette_png_reads_grey_values_not_indices(tmp_path):
+    levels = np.random.default_rng(1).permutation(256).astype(np.uint8)
+    img = Image.fromarray(np.argsort(levels).astype(np.uint8)[_grey()], mode="P")
+    img.putpalette(np.repeat(levels, 3).tolist())
+    img.save(tmp_path / "p.png")
+    assert np.array_equal(load_cxr(tmp_path / "p.png"), load_cxr(NIH_PNG))
+
+
+def test_16bit_png_keeps_its_depth(tmp_path):
+    deep = _grey().astype(np.uint16) * 256 + 3  # 16-bit grey (I;16), same picture
+    Image.fromarray(deep).save(tmp_path / "d.png")
+    assert Image.open(tmp_path / "d.png").mode.startswith("I")
+    np.testing.assert_allclose(load_cxr(tmp_path / "d.png"), load_cxr(NIH_PNG), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["MR_small_jpeg_ls_lossless.dcm", "MR_small_RLE.dcm"])
+def test_lossless_compressed_dicom_equals_uncompressed(name):
+    """JPEG-LS and RLE (pylibjpeg's plugins) decode to the uncompressed file's pixels."""
+    from pathlib import Path
+
+    files = Path(pydicom.__file__).parent / "data" / "test_files"
+    assert np.array_equal(load_cxr(files / name), load_cxr(files / "MR_small.dcm"))
+
+
+def test_jpeg2000_and_deflated_dicom_decode():
+    from pathlib import Path
+
+    files = Path(pydicom.__file__).parent / "data" / "test_files"
+    for name in ("JPEG2000.dcm", "image_dfl.dcm"):
+        _check(load_cxr(files / name))
+
+
+def test_sizes_checked_before_decoding(tmp_path):
+    from medkit import limits
+    from tests.reliability.inputs import _deflate_bomb, _dicom_claiming, _jpeg_claiming, _png_claiming
+
+    cases = [(_png_claiming(tmp_path / "a.png", 30000, 30000), "max_image_pixels"),
+             (_jpeg_claiming(tmp_path / "b.jpg", 9000, 9000), "max_image_pixels"),
+             (_dicom_claiming(tmp_path / "c.dcm", 20000, 20000), "max_image_pixels")]
+    for path, needle in cases:
+        with pytest.raises(ImageInputError, match=needle):
+            load_cxr(path)
+    saved = limits.current()
+    try:
+        limits.configure(limits.InputLimits(max_decompressed_mb=8))
+        bomb = _deflate_bomb(tmp_path / "d.dcm", 20 * 1024 * 1024)  # inflates to 20 MiB, limit 8
+        with pytest.raises(ImageInputError, match="max_decompressed_mb"):
+            load_cxr(bomb)
+        limits.configure(limits.InputLimits(max_image_pixels=512 * 511))
+        with pytest.raises(ImageInputError, match="262,144 pixels"):
+            load_cxr(NIH_PNG)  # one pixel row over a lowered limit
+    finally:
+        limits.configure(saved)
+    _check(load_cxr(NIH_PNG))
+
+
+def test_limits_refuse_nonsense():
+    from medkit import limits
+
+    with pytest.raises(ValueError, match="max_image_pixels"):
+        limits.InputLimits(max_image_pixels=0)

@@ -13,6 +13,10 @@ empty or constant volumes, NaN, a DICOM folder holding several series, DICOM sli
 (missing slices) or duplicates or differing sizes/orientations, and intensity ranges that are not
 CT Hounsfield units (no voxel at fat/air attenuation: MR, PET, or raw values without the rescale
 intercept). Volumes with fewer than ``warn_slices`` slices load with a warning (organs cut off).
+Before any voxel is read, the header must keep the data in the file itself (no detached NRRD /
+MetaImage data file), give a voxel spacing (ITK would guess 1 mm) and claim no more voxels than
+:mod:`medkit.limits` allows; the model grid is checked the same way before it is allocated.
+NIfTI-2, which ITK does not read, is read through nibabel.
 
     python -m medkit.ct.volumes medkit/data/samples/ct/totalsegmentator/example_ct_dicom
 """
@@ -26,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medkit import limits
 from medkit.ct.config import VolumeConfig
 
 logger = logging.getLogger(__name__)
@@ -78,13 +83,16 @@ def is_volume_path(path: str | Path) -> bool:
 
 # ---- DICOM series ------------------------------------------------------------------------------
 def _dicom_headers(folder: Path) -> list[tuple[Path, object]]:
-    import pydicom
     from pydicom.errors import InvalidDicomError
+
+    from medkit.images import ImageInputError, read_dicom_header
 
     out = []
     for p in sorted(x for x in folder.rglob("*") if x.is_file()):
         try:
-            ds = pydicom.dcmread(str(p), stop_before_pixels=True)
+            ds = read_dicom_header(p)  # refuses a deflate bomb before pydicom inflates it
+        except ImageInputError as e:
+            raise VolumeInputError(str(e)) from None
         except (InvalidDicomError, OSError, ValueError, AttributeError, TypeError):
             continue  # not a DICOM file (DICOMDIR, notes, thumbnails): ignored
         if "ImagePositionPatient" in ds and "ImageOrientationPatient" in ds:
@@ -142,14 +150,18 @@ def dicom_series_files(folder: str | Path) -> list[Path]:
 
 
 # ---- reading -------------------------------------------------------------------------------------
-_NIFTI_FLOAT = {16: np.float32, 64: np.float64}  # NIfTI-1 datatype codes of float voxels
+_NIFTI_FLOAT = {16: np.float32, 64: np.float64}  # NIfTI datatype codes of float voxels
+# NIfTI-1 / NIfTI-2 header layouts (nifti1.h, nifti2.h): header size, then the offsets and
+# struct formats of dim[8], datatype + bitpix, pixdim[8] and vox_offset
+_NIFTI_LAYOUT = {348: (40, "8h", 70, "2h", 76, "8f", 108, "f"), 540: (16, "8q", 12, "2h", 104, "8d", 168, "q")}
 
 
-def _check_nifti_data(path: Path) -> None:
-    """What ITK's NIfTI reader hides: a truncated file (it pads the missing part: a .nii.gz cut
-    short reads as a full-size volume), NaN / infinite voxels (read as 0 HU, water) and a header
-    declaring 0 voxels along an axis (read as 1 slice). Streams the NIfTI-1 data once (constant
-    memory); NIfTI-2 and damaged headers are left to ITK."""
+def _check_nifti_data(path: Path) -> int:
+    """What ITK's NIfTI reader hides, checked from the header and one streamed pass over the data
+    (constant memory): a truncated file (ITK pads the missing part: a .nii.gz cut short reads as a
+    full-size volume), NaN / infinite voxels (read as 0 HU, water), a header declaring 0 voxels
+    along an axis (read as 1 slice) or no voxel spacing (ITK guesses 1 mm), and more voxels than
+    ``max_volume_voxels``. Returns the NIfTI version (1 or 2)."""
     import gzip
     import struct
 
@@ -159,25 +171,46 @@ def _check_nifti_data(path: Path) -> None:
             head = f.read(348)
             if len(head) < 348:
                 raise VolumeInputError(f"{path}: file is truncated ({len(head)} bytes, shorter than a NIfTI header)")
-            endian = "<" if struct.unpack("<i", head[:4])[0] == 348 else ">"
-            if struct.unpack(endian + "i", head[:4])[0] != 348:
-                return  # not NIfTI-1: ITK decides
-            dim = struct.unpack(endian + "8h", head[40:56])
-            datatype, bitpix = struct.unpack(endian + "2h", head[70:74])
-            vox_offset = int(struct.unpack(endian + "f", head[108:112])[0])
+            for endian in "<>":
+                size = struct.unpack(endian + "i", head[:4])[0]
+                if size in _NIFTI_LAYOUT:
+                    break
+            else:
+                raise VolumeInputError(f"{path}: not a NIfTI file (header size field "
+                                       f"{struct.unpack('<i', head[:4])[0]}, expected 348 or 540)")
+            head += f.read(size - len(head))  # NIfTI-2: the rest of its 540-byte header
+            if len(head) < size:
+                raise VolumeInputError(f"{path}: file is truncated ({len(head)} bytes, shorter than its header)")
+            d_at, d_fmt, t_at, t_fmt, p_at, p_fmt, o_at, o_fmt = _NIFTI_LAYOUT[size]
+            dim = struct.unpack_from(endian + d_fmt, head, d_at)
+            datatype, bitpix = struct.unpack_from(endian + t_fmt, head, t_at)
+            pixdim = struct.unpack_from(endian + p_fmt, head, p_at)
+            vox_offset = int(struct.unpack_from(endian + o_fmt, head, o_at)[0])
             shape = dim[1:1 + max(0, min(dim[0], 7))]
-            if 0 in shape:
+            if 0 in shape or not shape:
                 raise VolumeInputError(f"{path}: volume is empty (the header declares size {tuple(shape)})")
-            expected = int(np.prod(shape, dtype=np.int64)) * max(bitpix, 8) // 8
-            f.read(max(0, vox_offset - 348))
+            voxels = int(np.prod(shape, dtype=np.int64))
+            try:
+                limits.current().check("max_volume_voxels", voxels,
+                                       f"{path}: the header claims {voxels:,} voxels {tuple(shape)}")
+            except limits.InputLimitError as e:
+                raise VolumeInputError(str(e)) from None
+            spacing = pixdim[1:1 + min(len(shape), 3)]
+            if not all(np.isfinite(v) and v > 0 for v in spacing):
+                raise VolumeInputError(f"{path}: the header gives no valid voxel spacing (pixdim "
+                                       f"{tuple(round(float(v), 4) for v in spacing)}); volumes cannot be measured")
+            expected = voxels * max(bitpix, 8) // 8
+            f.read(max(0, vox_offset - len(head)))
             dtype = np.dtype(_NIFTI_FLOAT[datatype]).newbyteorder(endian) if datatype in _NIFTI_FLOAT else None
             got, chunk = 0, 1 << 24  # 16 MiB, a multiple of every voxel size
             while got < expected:
                 block = f.read(min(chunk, expected - got))
                 if not block:
                     break
-                if dtype is not None and not np.isfinite(np.frombuffer(block, dtype=dtype)).all():
-                    raise VolumeInputError(f"{path}: volume contains NaN or infinite values")
+                if dtype is not None:
+                    usable = len(block) - len(block) % dtype.itemsize
+                    if not np.isfinite(np.frombuffer(block[:usable], dtype=dtype)).all():
+                        raise VolumeInputError(f"{path}: volume contains NaN or infinite values")
                 got += len(block)
     except VolumeInputError:
         raise
@@ -186,18 +219,170 @@ def _check_nifti_data(path: Path) -> None:
                                f"({type(e).__name__}: {e})") from None
     if got < expected:
         raise VolumeInputError(f"{path}: file is truncated ({got} of {expected} bytes of voxel data)")
+    return 1 if size == 348 else 2
+
+
+def _text_header(path: Path, size: int = 1 << 16) -> dict[str, str]:
+    """``key: value`` (NRRD) or ``Key = Value`` (MetaImage) fields of a text header, keys lower-cased."""
+    with path.open("rb") as f:
+        raw = f.read(size)
+    text = raw.split(b"\n\n", 1)[0] if path.name.lower().endswith((".nrrd", ".nhdr")) else raw
+    fields = {}
+    for line in text.decode("latin-1").splitlines():
+        key, sep, value = line.partition(":=" if ":=" in line else (":" if path.suffix.lower() in (".nrrd", ".nhdr")
+                                                                     else "="))
+        if sep and not line.startswith("#"):
+            fields.setdefault(key.strip().lower(), value.strip())
+        if path.suffix.lower() in (".mha", ".mhd") and key.strip().lower() == "elementdatafile":
+            break  # the voxel data follows
+    return fields
+
+
+def _check_text_header(path: Path) -> None:
+    """NRRD / MetaImage: the voxel data must be in the file itself (a header naming a detached
+    file, ``data file: /etc/passwd`` or ``ElementDataFile = /dev/zero``, would make MedKit read a
+    file it was not given), the voxel count within ``max_volume_voxels``, and a spacing given."""
+    fields = _text_header(path)
+    nrrd = path.suffix.lower() in (".nrrd", ".nhdr")
+    with path.open("rb") as f:
+        magic = f.read(8)
+    required = ("sizes", "type", "encoding") if nrrd else ("ndims", "dimsize")
+    if nrrd and not magic.startswith(b"NRRD000") or any(k not in fields for k in required):
+        raise VolumeInputError(f"{path}: cannot read the 3D volume (not an {'NRRD' if nrrd else 'MetaImage'} "
+                               f"header with {', '.join(required)})")
+    detached = fields.get("data file") or fields.get("datafile") if nrrd else fields.get("elementdatafile", "LOCAL")
+    if detached and detached.upper() != "LOCAL":
+        raise VolumeInputError(f"{path}: the header names a detached data file ({detached[:60]!r}); MedKit reads "
+                               "single-file volumes only (NRRD with attached data, .nii, .nii.gz, .mha)")
+    try:
+        if nrrd:
+            shape = [int(v) for v in fields.get("sizes", "").split()]
+        else:
+            shape = [int(v) for v in fields.get("dimsize", "").split()]
+    except ValueError:
+        raise VolumeInputError(f"{path}: the header's sizes are not integers") from None
+    if shape:
+        voxels = int(np.prod(shape, dtype=np.int64))
+        try:
+            limits.current().check("max_volume_voxels", voxels, f"{path}: the header claims {voxels:,} voxels "
+                                                                f"{tuple(shape)}")
+        except limits.InputLimitError as e:
+            raise VolumeInputError(str(e)) from None
+    spacing = fields.get("space directions") or fields.get("spacings") if nrrd else \
+        fields.get("elementspacing") or fields.get("elementsize")
+    if not spacing:
+        raise VolumeInputError(f"{path}: the header gives no voxel spacing ('space directions' / 'spacings' / "
+                               "ElementSpacing); volumes cannot be measured")
+
+
+def _check_series_header(folder: Path, files: list[Path]) -> None:
+    """A DICOM series: voxel count (slices x rows x columns) and an in-plane spacing, before reading."""
+    import pydicom
+
+    ds = pydicom.dcmread(str(files[0]), stop_before_pixels=True)
+    voxels = len(files) * int(ds.get("Rows", 0) or 0) * int(ds.get("Columns", 0) or 0)
+    try:
+        limits.current().check("max_volume_voxels", voxels, f"{folder}: the series claims {voxels:,} voxels")
+    except limits.InputLimitError as e:
+        raise VolumeInputError(str(e)) from None
+    spacing = [float(v) for v in ds.get("PixelSpacing", None) or []]
+    if len(spacing) != 2 or not all(np.isfinite(v) and v > 0 for v in spacing):
+        raise VolumeInputError(f"{folder}: {files[0].name} gives no valid PixelSpacing ({spacing or 'missing'}); "
+                               "volumes cannot be measured")
+
+
+def _read_nifti2(path: Path):
+    """NIfTI-2 (which ITK does not read) through nibabel: RAS affine -> ITK's LPS geometry."""
+    import nibabel as nib
+    import SimpleITK as sitk
+
+    nii = nib.load(str(path))
+    arr = np.asarray(nii.get_fdata(dtype=np.float32))
+    if arr.ndim == 4 and arr.shape[3] == 1:
+        arr = arr[..., 0]
+    if arr.ndim != 3:
+        raise VolumeInputError(f"{path}: is {arr.ndim}D with shape {arr.shape}; the CT path takes a 3D volume")
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ nii.affine  # RAS -> LPS
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    img = sitk.GetImageFromArray(np.ascontiguousarray(arr.transpose(2, 1, 0)))  # (i, j, k) -> (k, j, i)
+    img.SetSpacing([float(v) for v in spacing])
+    img.SetDirection([float(v) for v in (affine[:3, :3] / spacing).flatten()])
+    img.SetOrigin([float(v) for v in affine[:3, 3]])
+    return img
+
+
+def check_volume_file(path: str | Path) -> int | None:
+    """The checks made before a volume file is read (header sizes against :mod:`medkit.limits`,
+    attached data, spacing; for NIfTI one streamed pass for truncation and NaN); the NIfTI version
+    for NIfTI files. Raises :class:`VolumeInputError`."""
+    path = Path(path)
+    name = path.name.lower()
+    if name.endswith((".nii", ".nii.gz")):
+        return _check_nifti_data(path)
+    if name.endswith((".nrrd", ".nhdr", ".mha", ".mhd")):
+        _check_text_header(path)
+    return None
 
 
 def _read_file(path: Path):
     import SimpleITK as sitk
 
-    if path.name.lower().endswith((".nii", ".nii.gz")):
-        _check_nifti_data(path)
+    if check_volume_file(path) == 2:
+        try:
+            return _read_nifti2(path)
+        except VolumeInputError:
+            raise
+        except Exception as e:  # nibabel raises several types for damaged files
+            raise VolumeInputError(f"{path}: cannot read the NIfTI-2 volume ({type(e).__name__}: {e})") from None
     try:
         return sitk.ReadImage(str(path), sitk.sitkFloat32)
     except RuntimeError as e:
         msg = str(e).strip().splitlines()
         raise VolumeInputError(f"{path}: cannot read the 3D volume ({msg[-1] if msg else e})") from None
+
+
+def volume_size(path: str | Path) -> tuple[int, ...]:
+    """(X, Y, Z) voxels of a volume file or DICOM series folder, from its headers only."""
+    import pydicom
+    import SimpleITK as sitk
+
+    path = Path(path)
+    if path.is_dir():
+        files = dicom_series_files(path)
+        ds = pydicom.dcmread(str(files[0]), stop_before_pixels=True)
+        return int(ds.Columns), int(ds.Rows), len(files)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as e:
+        raise VolumeInputError(f"{path}: cannot read the volume header ({str(e).strip().splitlines()[-1]})") from None
+    return tuple(reader.GetSize())
+
+
+def check_label_map(path: str | Path, size: tuple[int, ...] | None = None, max_value: int = 255) -> None:
+    """A label map (organ mask) a user submits: a readable single-file volume whose voxels are
+    integers in 0..``max_value``, on a grid of ``size`` voxels when given (the study's image)."""
+    import SimpleITK as sitk
+
+    path = Path(path)
+    name = path.name.lower()
+    if not name.endswith((".nii", ".nii.gz", ".nrrd", ".mha")):
+        raise VolumeInputError(f"{path.name}: a label map must be a .nii.gz, .nii, .nrrd or .mha volume")
+    if path.stat().st_size == 0:
+        raise VolumeInputError(f"{path.name}: file is empty (0 bytes)")
+    img = _read_file(path)
+    if img.GetDimension() == 4 and img.GetSize()[3] == 1:
+        img = img[:, :, :, 0]
+    if size is not None and tuple(img.GetSize()) != tuple(size):
+        raise VolumeInputError(f"{path.name}: label map size {tuple(img.GetSize())} does not match the image's "
+                               f"{tuple(size)}; submit it on the image's own grid")
+    arr = sitk.GetArrayViewFromImage(img)
+    if not np.isfinite(arr).all() or (arr != np.round(arr)).any():
+        raise VolumeInputError(f"{path.name}: a label map holds integer labels; this one has fractional or NaN values")
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo < 0 or hi > max_value:
+        raise VolumeInputError(f"{path.name}: labels range {lo:g}..{hi:g}; expected 0..{max_value}")
 
 
 def read_volume(path: str | Path, cfg: VolumeConfig | None = None) -> CTVolume:
@@ -213,6 +398,7 @@ def read_volume(path: str | Path, cfg: VolumeConfig | None = None) -> CTVolume:
     name = path.name.lower()
     if path.is_dir():
         files = dicom_series_files(path)
+        _check_series_header(path, files)
         reader = sitk.ImageSeriesReader()
         reader.SetFileNames([str(f) for f in files])
         reader.SetOutputPixelType(sitk.sitkFloat32)
@@ -271,6 +457,8 @@ def check_volume(img, path: Path, cfg: VolumeConfig) -> list[str]:
         warnings.append(f"{path}: maximum {hi:g} HU (metal or extended-range reconstruction); values above "
                         f"{cfg.hu_max:g} HU are clipped for the model")
     spacing = img.GetSpacing()
+    if not all(np.isfinite(v) and v > 0 for v in spacing):
+        raise VolumeInputError(f"{path}: invalid voxel spacing {spacing}; volumes cannot be measured")
     if max(spacing) > 10 or min(spacing) < 0.1:
         warnings.append(f"{path}: unusual voxel spacing {tuple(round(s, 3) for s in spacing)} mm")
     return warnings
@@ -303,6 +491,12 @@ def model_grid(img, cfg: VolumeConfig):
     lo, hi = local.min(0), local.max(0)
     spacing = np.array(cfg.spacing)
     n = np.maximum(1, np.ceil((hi - lo) / spacing - 1e-6)).astype(int)
+    voxels = int(np.prod(n, dtype=np.int64))
+    try:  # checked before the grid is allocated: a 64^3 volume at 100 mm spacing asks for 39G voxels
+        limits.current().check("max_grid_voxels", voxels, f"the volume covers {tuple(np.round(hi - lo).astype(int))} "
+                               f"mm, {voxels:,} voxels at the model's {cfg.spacing} mm")
+    except limits.InputLimitError as e:
+        raise VolumeInputError(str(e)) from None
     first = lo + spacing / 2  # centre of the first voxel, along the model axes
     ref = sitk.Image([int(v) for v in n], sitk.sitkFloat32)
     ref.SetSpacing([float(s) for s in spacing])

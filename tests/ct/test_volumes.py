@@ -153,3 +153,79 @@ def test_bad_input_is_one_clear_error(tmp_path, make, needle):
 def test_ct_like_synthetic_volume_is_accepted(tmp_path):
     v = read_volume(_write(tmp_path, _ct_like((24, 32, 32))))
     assert v.size == (32, 32, 24)
+
+
+# ---- what a header may claim (medkit.limits), detached data, spacing, NIfTI-2 ------------------------
+def test_nifti2_reads_like_nifti1(tmp_path):
+    import nibabel as nib
+
+    n1 = nib.load(str(NIFTI))
+    nib.save(nib.Nifti2Image(np.asarray(n1.dataobj), n1.affine, n1.header), str(tmp_path / "v2.nii.gz"))
+    a, b = read_volume(NIFTI), read_volume(tmp_path / "v2.nii.gz")
+    assert a.size == b.size
+    np.testing.assert_allclose(b.image.GetSpacing(), a.image.GetSpacing(), atol=1e-6)
+    np.testing.assert_allclose(b.image.GetOrigin(), a.image.GetOrigin(), atol=1e-3)
+    np.testing.assert_allclose(b.image.GetDirection(), a.image.GetDirection(), atol=1e-6)
+    assert np.array_equal(sitk.GetArrayViewFromImage(b.image), sitk.GetArrayViewFromImage(a.image))
+
+
+@pytest.mark.parametrize("header,needle", [
+    (b"NRRD0004\ntype: uchar\ndimension: 3\nsizes: 4 4 4\nspacings: 1 1 1\nencoding: raw\ndata file: /etc/passwd\n\n",
+     "detached data file"),
+    (b"NRRD0004\ntype: short\ndimension: 3\nsizes: 100000 100000 100000\nspacings: 1 1 1\nencoding: raw\n\n",
+     "max_volume_voxels"),
+    (b"NRRD0004\ntype: uchar\ndimension: 3\nsizes: 8 8 8\nencoding: raw\n\n" + bytes(512), "no voxel spacing"),
+], ids=["detached", "100000-cubed", "no-spacing"])
+def test_nrrd_header_checked_before_reading(tmp_path, header, needle):
+    p = tmp_path / "v.nrrd"
+    p.write_bytes(header)
+    with pytest.raises(VolumeInputError, match=needle):
+        read_volume(p)
+
+
+def test_metaimage_detached_data_refused(tmp_path):
+    p = tmp_path / "v.mha"
+    p.write_bytes(b"ObjectType = Image\nNDims = 3\nDimSize = 64 64 64\nElementSpacing = 1 1 1\n"
+                  b"ElementType = MET_UCHAR\nElementDataFile = /dev/zero\n")
+    with pytest.raises(VolumeInputError, match="detached data file"):
+        read_volume(p)
+
+
+def test_nifti_claims_and_zero_spacing(tmp_path):
+    from tests.reliability.inputs import _nifti_claiming, _set_nifti_pixdim
+
+    with pytest.raises(VolumeInputError, match="max_volume_voxels"):
+        read_volume(_nifti_claiming(tmp_path / "big.nii.gz", (1024, 1024, 512)))
+    zero = tmp_path / "zero.nii.gz"
+    shutil.copy(NIFTI, zero)
+    _set_nifti_pixdim(zero, (0.0, 3.0, 3.0))
+    with pytest.raises(VolumeInputError, match="no valid voxel spacing"):
+        read_volume(zero)
+
+
+def test_model_grid_limit_before_allocation():
+    img = sitk.Image([64, 64, 64], sitk.sitkFloat32)
+    img.SetSpacing([100.0, 100.0, 100.0])  # a 6.4 m cube: 2133^3 voxels at 3 mm
+    with pytest.raises(VolumeInputError, match="max_grid_voxels"):
+        model_grid(img, VolumeConfig())
+
+
+def test_label_map_checks(tmp_path):
+    from medkit.ct.volumes import check_label_map, volume_size
+
+    size = volume_size(NIFTI)
+    assert size == (122, 101, 30) and volume_size(DICOM) == (512, 512, 20)
+    check_label_map(NIFTI_SEG, size)  # a real organ label map on its image's grid
+    small = sitk.Image([10, 10, 10], sitk.sitkUInt8)
+    small.SetSpacing([3.0, 3.0, 3.0])
+    sitk.WriteImage(small, str(tmp_path / "small.nii.gz"))
+    with pytest.raises(VolumeInputError, match="does not match"):
+        check_label_map(tmp_path / "small.nii.gz", size)
+    frac = sitk.Image([10, 10, 10], sitk.sitkFloat32) + 0.5
+    frac.SetSpacing([3.0, 3.0, 3.0])
+    sitk.WriteImage(frac, str(tmp_path / "frac.nii.gz"))
+    with pytest.raises(VolumeInputError, match="integer labels"):
+        check_label_map(tmp_path / "frac.nii.gz")
+    (tmp_path / "junk.nii.gz").write_bytes(b"junk")
+    with pytest.raises(VolumeInputError, match="cannot read"):
+        check_label_map(tmp_path / "junk.nii.gz")
