@@ -12,6 +12,7 @@ Options: ``--conf KEY VALUE``; the table is in ``monailabel_app/README.md``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -21,6 +22,7 @@ from typing import Dict
 import lib.configs
 from lib.datastore import IMAGE_EXTENSIONS, ReportDICOMwebDatastore, ReportLocalDatastore
 from lib.errors import bad_request, check_id, install_error_handlers, not_found
+from lib.security import AccessPolicy
 
 import monailabel
 from monailabel.config import settings
@@ -36,9 +38,23 @@ from monailabel.tasks.activelearning.random import Random
 from monailabel.utils.others.class_utils import get_class_names
 from monailabel.utils.others.generic import strtobool
 
+from medkit import limits
+
 logger = logging.getLogger(__name__)
 
 UPLOAD_NAME = re.compile(r"^tmp[A-Za-z0-9_]+(\.[A-Za-z0-9]+)*$")  # what the /infer endpoint names an upload
+
+
+def input_limits(conf: dict) -> limits.InputLimits:
+    """``--conf max_image_pixels N`` etc. (:class:`medkit.limits.InputLimits`), defaults otherwise."""
+    values = {}
+    for f in dataclasses.fields(limits.InputLimits):
+        if f.name in conf:
+            try:
+                values[f.name] = int(conf[f.name])
+            except ValueError:
+                raise ValueError(f"--conf {f.name} {conf[f.name]!r}: must be a positive integer") from None
+    return limits.InputLimits(**values)
 
 
 class MedKitApp(MONAILabelApp):
@@ -72,10 +88,8 @@ class MedKitApp(MONAILabelApp):
                          version=monailabel.__version__)
         # Scoring runs on request (/scoring/<method>) or lazily in the uncertainty strategy.
         self._auto_update_scoring = strtobool(conf.get("auto_scoring", "false"))
-        max_mb = int(conf.get("max_upload_mb", "1024"))
-        if max_mb < 1:
-            raise ValueError(f"--conf max_upload_mb {max_mb}: must be at least 1")
-        install_error_handlers(max_mb * 1024 * 1024, strtobool(conf.get("allow_remote", "false")))
+        limits.configure(input_limits(conf))
+        install_error_handlers(AccessPolicy.from_conf(conf))
 
     # ---- datastore ------------------------------------------------------------------------
     def init_datastore(self) -> Datastore:

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from fastapi import HTTPException
 from filelock import FileLock
 from monailabel.datastore.dicom import DICOMWebDatastore
 from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore, LocalDatastoreModel
@@ -42,6 +43,10 @@ IMAGE_EXTENSIONS = ("*.png", "*.jpg", "*.jpeg", "*.dcm", "*.nii.gz", "*.nii", "*
 FINDING_STATUSES = {"positive", "negative", "uncertain", "not_mentioned"}
 
 
+def _no_constant(name: str):
+    raise bad_request(f"report label holds {name}, which is not JSON (RFC 8259): use finite numbers")
+
+
 def parse_report(path: str | Path) -> dict:
     """Validate an uploaded report label; returns ``{"report", ["findings"], ["knowledge"]}``."""
     path = Path(path)
@@ -56,9 +61,11 @@ def parse_report(path: str | Path) -> dict:
         raise bad_request("report label is not UTF-8 text: upload JSON {\"report\": \"...\"} or plain text") from None
     if path.name.endswith(".json") or text.lstrip().startswith("{"):
         try:
-            obj = json.loads(text)
+            obj = json.loads(text, parse_constant=_no_constant)
         except json.JSONDecodeError as e:
             raise bad_request(f"report label is not valid JSON ({e})") from None
+        except RecursionError:
+            raise bad_request("report label JSON is nested too deeply") from None
     else:
         obj = {"report": text}
     if not isinstance(obj, dict) or not isinstance(obj.get("report"), str) or not obj["report"].strip():
@@ -72,6 +79,10 @@ def parse_report(path: str | Path) -> dict:
         bad = [f.get("status") for f in findings if f.get("status") not in FINDING_STATUSES | {None}]
         if bad:
             raise bad_request(f"unknown finding status {bad[0]!r}; use one of {sorted(FINDING_STATUSES)}")
+        for f in findings:
+            p = f.get("probability")
+            if p is not None and (isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1):
+                raise bad_request(f"finding {f['name'][:40]!r}: probability must be a number in 0..1, got {p!r}")
         out["findings"] = [{k: f[k] for k in ("name", "status", "probability") if k in f} for f in findings]
     if isinstance(obj.get("knowledge"), list):
         out["knowledge"] = [str(t) for t in obj["knowledge"]]
@@ -139,9 +150,27 @@ class ReportStoreMixin:
             if tag == DefaultLabelTag.FINAL.value:
                 raise bad_request("the final label of a study is its report: upload a .json file "
                                   "{\"report\": \"...\", \"findings\": [...]} or a .txt file")
+            self.check_label_map(image_id, label_filename, tag)
             return super().save_label(image_id, label_filename, tag, label_info)  # e.g. a segmentation
         report = parse_report(label_filename)
         return self.save_report(image_id, report, tag, label_info)
+
+    def check_label_map(self, image_id: str, label_filename: str, tag: str) -> None:
+        """A segmentation label (e.g. a CT study's ``organs`` mask) is stored only when it is a
+        readable integer label map on the study image's own grid; an ``organs`` mask holds MedKit's
+        organ values (0 background, 1..8 as in the label volume ``/infer/medkit_ct`` returns)."""
+        from lib.transforms import is_ct_study
+        from medkit.ct.config import ORGANS
+        from medkit.ct.volumes import VolumeInputError, check_label_map, volume_size
+
+        uri = self.get_image_uri(image_id)
+        try:
+            size = volume_size(uri) if uri and is_ct_study(uri) else None
+            if uri and size is None:
+                raise bad_request(f"{image_id} is a 2D image: its only label is the report (tag 'final')")
+            check_label_map(label_filename, size, max_value=len(ORGANS) if tag == "organs" else 255)
+        except VolumeInputError as e:
+            raise bad_request(str(e).replace(str(label_filename), "uploaded label")) from None
 
     def save_report(self, image_id: str, report: dict, tag: str = "final", info: Optional[dict] = None) -> str:
         """Store ``report`` as the ``tag`` label of ``image_id``; the previous version is kept."""
@@ -195,7 +224,7 @@ class ReportLocalDatastore(ReportStoreMixin, LocalDatastore):
         super().__init__(path, extensions=list(extensions), auto_reload=auto_reload, read_only=read_only)
 
     def add_image(self, image_id: str, image_filename: str, image_info: Dict[str, Any]) -> str:
-        from medkit.images import ImageInputError, load_cxr
+        from medkit.images import load_cxr
 
         name = Path(image_filename).name.lower()
         if image_id:
@@ -207,16 +236,32 @@ class ReportLocalDatastore(ReportStoreMixin, LocalDatastore):
             if name.endswith((".nii.gz", ".nii", ".nrrd")):
                 import SimpleITK as sitk
 
+                from medkit.ct.volumes import check_volume_file
+
+                check_volume_file(image_filename)  # sizes, attached data, spacing: before ITK reads it
                 r = sitk.ImageFileReader()
                 r.SetFileName(str(image_filename))
                 r.ReadImageInformation()
             else:
                 load_cxr(image_filename)
-        except ImageInputError as e:
+        except ValueError as e:  # medkit's ImageInputError / VolumeInputError: the message names the problem
             raise bad_request(str(e).replace(str(image_filename), "uploaded file")) from None
         except RuntimeError as e:  # SimpleITK
             raise bad_request(f"uploaded file is not a readable volume ({str(e).splitlines()[0][:200]})") from None
+        if image_id and image_id in self._datastore.objects:
+            return self._same_image(image_id, image_filename)
         return super().add_image(image_id, image_filename, image_info)
+
+    def _same_image(self, image_id: str, image_filename: str) -> str:
+        """An id already in the datastore is never replaced (its report would lose its image):
+        the same bytes again are a no-op, anything else is 409."""
+        import filecmp
+
+        existing = self.get_image_uri(image_id)
+        if existing and os.path.isfile(existing) and filecmp.cmp(existing, image_filename, shallow=False):
+            return image_id
+        raise HTTPException(status_code=409, detail=f"image {image_id!r} already exists with other content; "
+                                                    "upload it under a new id (a stored image is never replaced)")
 
 
 class ReportDICOMwebDatastore(ReportStoreMixin, DICOMWebDatastore):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from monai.transforms import MapTransform
 
-from medkit.images import ImageInputError, load_cxr, order_views
+from medkit.images import ImageInputError, load_cxr, order_views, read_dicom_header
 
 logger = logging.getLogger(__name__)
 
@@ -20,10 +20,11 @@ RADIOGRAPH_MODALITIES = {"CR", "DX", "DR", "RG", "OT", ""}
 
 
 def dicom_header(path: Path):
-    import pydicom
-
+    """The header of a DICOM file, None for any other file; a DICOM bomb raises ImageInputError."""
     try:
-        return pydicom.dcmread(str(path), stop_before_pixels=True)
+        return read_dicom_header(path)
+    except ImageInputError:
+        raise
     except Exception:  # not DICOM: the caller treats the file as a raster image
         return None
 

@@ -8,6 +8,8 @@ JSON; ``form`` posts form fields; ``declared`` sends only headers declaring ``pa
 
 from __future__ import annotations
 
+import json
+
 PNG_ID, PNG2_ID, DCM_ID, CT_ID = "nih_00000001_000", "nih_00027426_000", "rsna_pneumonia_sample", "example_ct_sm"
 CXR, CT = "/infer/medkit_cxr?output=json", "/infer/medkit_ct?output=json"
 
@@ -101,3 +103,105 @@ FAULTS = [
     ("SIGKILL while a report is saved (new one written, index not updated)", "save_report.after_label"),
     ("SIGKILL during training (after an epoch, before promotion)", "train.epoch_end"),
 ]
+
+# The boundary a web page in the radiologist's browser, or a hostile local client, must not cross
+# (tests/reliability/test_boundary.py). A case is ``(id, (method, path, kind, payload, headers),
+# status, words the message must contain)``; kinds as above plus ``field`` (payload = (form field,
+# input name)), ``label_form`` (payload = (label input name, form fields)) and ``raw`` (a JSON body
+# sent as is). EVIL is a page the radiologist happens to have open.
+EVIL = {"Origin": "http://evil.example"}
+RSS_BUDGET_MIB = 1536  # allowed growth of the server's peak RSS over all the boundary cases (tiny model)
+INFO = "/datastore/image/info"
+
+BOUNDARY_GROUPS = {
+    "browser": [  # browser: foreign origins, DNS rebinding, proxies
+        ("origin-read-datastore", ("GET", "/datastore/?output=all", "none", None, EVIL), 403, ["web origin"]),
+        ("origin-read-report", ("GET", f"/datastore/label?label={PNG_ID}&tag=final", "none", None, EVIL), 403,
+         ["web origin"]),
+        ("origin-preflight-put", ("OPTIONS", "/datastore/image", "none", None,
+                                  {**EVIL, "Access-Control-Request-Method": "PUT"}), 403, ["web origin"]),
+        ("origin-preflight-delete", ("OPTIONS", f"/datastore/image?id={PNG_ID}", "none", None,
+                                     {**EVIL, "Access-Control-Request-Method": "DELETE"}), 403, ["web origin"]),
+        ("origin-delete-image", ("DELETE", f"/datastore/image?id={PNG_ID}", "none", None, EVIL), 403, ["web origin"]),
+        ("origin-form-post-train", ("POST", "/train/medkit_cxr", "form", {"x": "1"}, EVIL), 403, ["web origin"]),
+        ("origin-null", ("POST", f"/infer/medkit_cxr?image={PNG_ID}", "none", None, {"Origin": "null"}), 403,
+         ["web origin"]),
+        ("origin-other-local-port", ("GET", "/info/", "none", None, {"Origin": "http://localhost:3000"}), 403,
+         ["web origin"]),
+        ("fetch-cross-site-no-origin", ("GET", "/datastore/?output=all", "none", None,
+                                        {"Sec-Fetch-Site": "cross-site"}),
+         403, ["web origin"]),
+        ("dns-rebinding-host", ("GET", "/datastore/?output=all", "none", None, {"Host": "evil.example:8000"}), 403,
+         ["Host 'evil.example'"]),
+        ("x-forwarded-for-loopback", ("GET", "/info/", "none", None, {"X-Forwarded-For": "127.0.0.1"}), 403,
+         ["X-Forwarded-For".lower()]),
+        ("forwarded-header", ("GET", "/info/", "none", None, {"Forwarded": "for=127.0.0.1"}), 403, ["forwarded"]),
+        ("x-real-ip", ("GET", "/info/", "none", None, {"X-Real-IP": "203.0.113.7"}), 403, ["x-real-ip"]),
+    ],
+    "endpoints": [  # MONAI Label endpoints MedKit does not use: off by default
+        ("session-tar-slip", ("PUT", "/session/?uncompress=true", "field", ("files", "tar_slip"), {}), 403,
+         ["enable_endpoints sessions"]),
+        ("model-upload", ("PUT", "/model/medkit_cxr", "field", ("file", "weights"), {}), 403,
+         ["enable_endpoints model"]),
+        ("model-download", ("GET", "/model/medkit_cxr", "none", None, {}), 403, ["enable_endpoints model"]),
+        ("logs", ("GET", "/logs/?lines=100", "none", None, {}), 403, ["enable_endpoints logs"]),
+        ("dataset-zip", ("GET", "/datastore/dataset", "none", None, {}), 403, ["enable_endpoints dataset"]),
+        ("proxy-dicom", ("GET", "/proxy/dicom/qido/studies", "none", None, {}), 403, ["enable_endpoints proxy"]),
+    ],
+    "files": [  # files the client names
+        ("params-image-server-path", ("POST", f"/infer/medkit_cxr?image={PNG_ID}", "form",
+                                      {"params": '{"image": "/etc/hostname"}'}, {}), 400,
+         ["unknown infer param", "image"]),
+        ("params-image-other-study", ("POST", f"/infer/medkit_cxr?image={PNG_ID}", "form",
+                                      {"params": json.dumps({"image": PNG2_ID})}, {}), 400, ["unknown infer param"]),
+        ("nrrd-detached-passwd", ("POST", CT, "upload", "nrrd_detached", {}), 400, ["detached data file"]),
+        ("mha-detached-dev-zero", ("POST", CT, "upload", "mha_detached", {}), 400, ["detached data file"]),
+        ("nrrd-detached-to-datastore", ("PUT", "/datastore/image?image=detached1", "upload", "nrrd_detached", {}), 400,
+         ["detached data file"]),
+    ],
+    "bombs": [  # decompression and geometry bombs
+        ("png-30000x30000", ("POST", CXR, "upload", "png_30000", {}), 400, ["max_image_pixels"]),
+        ("jpeg-60000x60000", ("POST", CXR, "upload", "jpeg_60000", {}), 400, ["max_image_pixels"]),
+        ("dicom-20000x20000", ("POST", CXR, "upload", "dicom_20000", {}), 400, ["max_image_pixels"]),
+        ("deflate-bomb-1.1gib", ("POST", CXR, "upload", "deflate_bomb", {}), 400, ["max_decompressed_mb"]),
+        ("nifti-1024x1024x512", ("POST", CT, "upload", "nifti_1024", {}), 400, ["max_volume_voxels"]),
+        ("nrrd-100000-cubed-to-datastore", ("PUT", "/datastore/image?image=huge1", "upload", "nrrd_100000", {}), 400,
+         ["max_volume_voxels"]),
+        ("ct-100mm-spacing-grid", ("POST", CT, "upload", "ct_100mm", {}), 400, ["max_grid_voxels"]),
+        ("device-cpu-1", ("POST", f"/infer/medkit_cxr?image={PNG_ID}", "form", {"params": '{"device": "cpu:1"}'}, {}),
+         400, ["not a device of this server"]),
+        ("device-meta", ("POST", f"/infer/medkit_cxr?image={PNG_ID}", "form", {"params": '{"device": "meta"}'}, {}),
+         400,
+         ["not a device of this server"]),
+    ],
+    "integrity": [  # data loss and integrity
+        ("replace-reported-image", ("PUT", f"/datastore/image?image={PNG_ID}", "upload", "other_png", {}), 409,
+         ["already exists"]),
+        ("report-with-nan", ("PUT", f"/datastore/label?image={PNG2_ID}", "label", "nan_report", {}), 400, ["NaN"]),
+        ("mask-unreadable", ("PUT", f"/datastore/label?image={CT_ID}&tag=organs", "label", "mask_unreadable", {}), 400,
+         ["cannot read"]),
+        ("mask-wrong-grid", ("PUT", f"/datastore/label?image={CT_ID}&tag=organs", "label", "mask_wrong_grid", {}), 400,
+         ["does not match the image"]),
+        ("mask-on-radiograph", ("PUT", f"/datastore/label?image={PNG2_ID}&tag=organs", "label", "mask_wrong_grid", {}),
+         400, ["2D image"]),
+        ("ct-zero-spacing", ("POST", CT, "upload", "ct_zero_spacing", {}), 400, ["voxel spacing"]),
+    ],
+    "errors": [  # client mistakes that were 500s
+        ("params-deep-nesting", ("POST", f"/infer/medkit_cxr?image={PNG_ID}", "form",
+                                 {"params": "[" * 100_000 + "]" * 100_000}, {}), 400, ["nested too deeply"]),
+        ("train-body-deep-nesting", ("POST", "/train/medkit_cxr", "raw", "[" * 100_000 + "]" * 100_000, {}), 400,
+         ["error parsing the body"]),
+        ("image-info-not-object", ("PUT", f"{INFO}?image={PNG_ID}", "form", {"info": "[1, 2]"}, {}), 400,
+         ["info must be a JSON object"]),
+        ("cxr-output-image", ("POST", f"/infer/medkit_cxr?image={PNG_ID}&output=image", "none", None, {}), 400,
+         ["no label image"]),
+        ("cxr-output-dicom-seg", ("POST", f"/infer/medkit_cxr?image={PNG_ID}&output=dicom_seg", "none", None, {}), 400,
+         ["dicom_seg is not supported"]),
+        ("train-all-bad-option", ("POST", "/train/", "json", {"medkit_cxr": {"max_epochs": "many"}}, {}), 400,
+         ["medkit_cxr", "max_epochs"]),
+        ("newline-in-logged-params", ("PUT", f"/datastore/label?image={PNG2_ID}", "label_form",
+                                      ("broken_json", {"params": '{"note":\n"FORGED log line"}'}), {}), 400,
+         ["not valid JSON"]),
+    ],
+}
+BOUNDARY_CASES = [case for cases in BOUNDARY_GROUPS.values() for case in cases]

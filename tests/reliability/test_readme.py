@@ -19,6 +19,15 @@ def test_readme_table_matches_the_suite(readme):
 
 def test_readme_documents_auth_tls_and_limits():
     text = (APP / "README.md").read_text()
+    import sys
+
+    from medkit.limits import InputLimits
+
+    sys.path.insert(0, str(APP))  # the app's own `lib` package, as MONAI Label loads it
+    from lib.security import OPTIONAL_ENDPOINTS
+
+    limits = [f"`{name}`" for name in InputLimits.__dataclass_fields__]
     for needle in ("MONAI_LABEL_AUTH_ENABLE", "--ssl_certfile", "--ssl_keyfile", "allow_remote", "max_upload_mb",
-                   "127.0.0.1"):
+                   "127.0.0.1", "`allowed_hosts`", "`cors_origins`", "`enable_endpoints`", *limits,
+                   *(f"`{group}`" for group in OPTIONAL_ENDPOINTS)):
         assert needle in text, needle

@@ -30,6 +30,7 @@ def _model_class():
 
 class MedkitCt(MedKitInferTask):
     model_class = staticmethod(_model_class)
+    request_params = ("num_beams", "max_new_tokens", "write_sr")  # the infer params it reads
 
     def __init__(self, store, labels: dict, lm_path: str | None = None, decode: dict | None = None,
                  description: str = "MedKit CT report generation (report, organ segmentation, measurements)", **kwargs):

@@ -34,6 +34,7 @@ def _model_class():
 
 class MedkitCxr(MedKitInferTask):
     model_class = staticmethod(_model_class)
+    request_params = ("num_beams", "max_new_tokens", "state_findings", "write_sr")  # the infer params it reads
 
     def __init__(self, store, lm_path: str | None = None, decode: dict | None = None, max_views: int = 2,
                  description: str = "MedKit chest X-ray report generation (report, findings, knowledge)", **kwargs):
