@@ -243,14 +243,25 @@ def _check_scoring_method() -> None:
     _wrap(scoring_endpoint, "run_method", make)
 
 
+def relative_path(path):
+    """An absolute path of the study folder as a path relative to it; any other one as its file name."""
+    from monailabel.interfaces.utils.app import app_instance
+
+    root = getattr(app_instance().datastore(), "_datastore_path", None)
+    if isinstance(path, str) and os.path.isabs(path):
+        return os.path.relpath(path, root) if root and path.startswith(str(root)) else os.path.basename(path)
+    return path
+
+
 def _check_datastore_requests() -> None:
     """The datastore endpoints: form fields that must be JSON objects, an upload without ``?image=``
     named by its content (not by its file name, which often carries the patient's name), no
-    absolute server paths in what they answer, and the dataset ZIP removed once sent."""
+    absolute server paths in what they (and the active-learning proposal) answer, and the
+    dataset ZIP removed once sent."""
     import hashlib
 
+    import monailabel.endpoints.activelearning as al_endpoint
     import monailabel.endpoints.datastore as ds_endpoint
-    from monailabel.interfaces.utils.app import app_instance
 
     def make_add_image(original):
         def add_image(background_tasks, image=None, params="{}", file=None, user=None):
@@ -282,17 +293,11 @@ def _check_datastore_requests() -> None:
             return original(label, tag, info, user)
         return update_label_info
 
-    def relative(path):
-        root = getattr(app_instance().datastore(), "_datastore_path", None)
-        if isinstance(path, str) and os.path.isabs(path):
-            return os.path.relpath(path, root) if root and path.startswith(str(root)) else os.path.basename(path)
-        return path
-
     def make_image_info(original):
         def get_image_info(image):
             info = dict(original(image) or {})
             if "path" in info:
-                info["path"] = relative(info["path"])
+                info["path"] = relative_path(info["path"])
             return info
         return get_image_info
 
@@ -300,7 +305,7 @@ def _check_datastore_requests() -> None:
         def datastore(output=None):
             result = original(output)
             if isinstance(result, list):  # output=train: the datalist
-                return [{k: relative(v) for k, v in item.items()} if isinstance(item, dict) else item
+                return [{k: relative_path(v) for k, v in item.items()} if isinstance(item, dict) else item
                         for item in result]
             return result
         return datastore
@@ -319,6 +324,15 @@ def _check_datastore_requests() -> None:
             return response
         return download_dataset
 
+    def make_sample(original):
+        def sample(strategy, params=None, user=None):
+            result = original(strategy, params, user)
+            if isinstance(result, dict) and "path" in result:
+                result["path"] = relative_path(result["path"])
+            return result
+        return sample
+
+    _wrap(al_endpoint, "sample", make_sample)
     _wrap(ds_endpoint, "add_image", make_add_image)
     _wrap(ds_endpoint, "save_label", make_save_label)
     _wrap(ds_endpoint, "update_image_info", make_update_image_info)

@@ -109,6 +109,10 @@ def test_log_has_no_forged_line_and_no_upload_name(local_server, boundary):
     assert r.json()["image"].startswith("upload-") and "DOE" not in r.json()["image"]
     again = requests.put(f"{local_server.url}/datastore/image", files={"file": (f.name, f.read_bytes())}, timeout=120)
     assert again.status_code == 200 and again.json()["image"] == r.json()["image"]  # the same bytes: a no-op
+    forged = requests.put(f"{local_server.url}/datastore/label?image={PNG_ID}", timeout=60,
+                          data={"params": '{"note":\n"FORGED log line"}'},
+                          files={"label": ("r.json", b'{"report": "unterminated')})
+    assert forged.status_code == 400  # the label is refused; its params were logged first
     log = local_server.log.read_text(errors="replace")
     assert "DOE_JANE" not in log
     assert not any(line.lstrip(' "\'').startswith("FORGED") for line in log.splitlines()), "a client forged a log line"

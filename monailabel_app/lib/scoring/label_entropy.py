@@ -32,24 +32,6 @@ def binary_entropy(probs) -> float:
     return h / max(1, len(probs))
 
 
-def load_student(model_dir):
-    """The student encoder of a MedKit model directory (None: the shipped default model)."""
-    from safetensors.torch import load_file
-
-    from medkit.config import MedKitConfig
-    from medkit.encoders import CXREncoder
-
-    if model_dir is None or not (model_dir / "config.json").exists():
-        from medkit.config import EncoderConfig
-
-        return CXREncoder(EncoderConfig(), "student").eval(), EncoderConfig()
-    cfg = MedKitConfig.load(model_dir / "config.json")
-    student = CXREncoder(cfg.encoder, "student", pretrained=False)
-    state = load_file(str(model_dir / "model.safetensors"))
-    student.load_state_dict({k[8:]: v for k, v in state.items() if k.startswith("student.")})
-    return student.eval(), cfg.encoder
-
-
 class EntropyScorer:
     """Computes and caches label entropies for a task's served model."""
 
@@ -60,9 +42,15 @@ class EntropyScorer:
         self._lock = threading.Lock()
 
     def _model(self):
+        """The served model's student (the promoted version, the base model, or medkit's shipped
+        default): the same encoder, weights and findings head that answer infer requests."""
+        from medkit.model import load_student, read_config
+
         version = self.store.version_key()
         if self._student is None or self._student[0] != version:
-            self._student = (version, *load_student(self.store.current_dir()))
+            model_dir = self.store.resolved_dir()
+            cfg = read_config(model_dir)
+            self._student = (version, load_student(model_dir, cfg), cfg.encoder)
         return self._student[1], self._student[2]
 
     def entropy(self, uri) -> float:
