@@ -340,9 +340,20 @@ class ReportGenerator(nn.Module):
             to_decoding = {int(t): i for i, t in enumerate(self._vocab_map.tolist())} if self._vocab_map is not None else None
             self._drafter = drafts.Drafter(self.draft_table, to_decoding)
         self._onnx = self._onnx_lm()
-        if self.cfg.int8_inference:  # beam search and batches still decode in PyTorch
-            self.lm = quantize_linear_int8(self.lm)
         self.lm.requires_grad_(False)
+        # beam search and batches decode in PyTorch, int8-quantised; with ONNX Runtime serving
+        # greedy decoding that is done on the first such request, so a greedy-only process (the
+        # CLI, the default server) never pays for it (about 2-5 s of every start-up)
+        self._int8_pending = bool(self.cfg.int8_inference)
+        if self._onnx is None:
+            self._torch_lm()
+
+    def _torch_lm(self) -> nn.Module:
+        """The LM that decodes in PyTorch, int8-quantised first when ``int8_inference`` asks for it."""
+        if getattr(self, "_int8_pending", False):
+            self.lm = quantize_linear_int8(self.lm)
+            self._int8_pending = False
+        return self.lm
 
     def _onnx_lm(self):
         """The ONNX Runtime twin of the merged LM for greedy decoding, or None (runtime "torch",
@@ -388,7 +399,7 @@ class ReportGenerator(nn.Module):
         else:
             if kwargs["num_beams"] <= 1:
                 kwargs.pop("length_penalty")
-            out = self.lm.generate(inputs_embeds=inputs, attention_mask=attn, **kwargs)
+            out = self._torch_lm().generate(inputs_embeds=inputs, attention_mask=attn, **kwargs)
         if self._vocab_map is not None:
             out = self._vocab_map[out]
         return [self.tokenizer.decode(o, skip_special_tokens=True).strip() for o in out]
@@ -405,7 +416,7 @@ class ReportGenerator(nn.Module):
         if self._onnx is not None:
             run = self._onnx.decode(inputs[0], self.lm.get_input_embeddings())
         else:
-            run = TorchDecoding(self.lm, inputs)
+            run = TorchDecoding(self._torch_lm(), inputs)
         new: list[int] = []
         logits = run.first
         while True:
