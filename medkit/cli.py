@@ -88,6 +88,14 @@ def _add_calibrate(sub) -> None:
     p.add_argument("--model", help="model directory (default: the shipped model)")
 
 
+def _add_import_masks(sub) -> None:
+    p = sub.add_parser("import-masks", help="store TotalSegmentator outputs as the organ masks of CT studies on a "
+                                            "MedKit MONAI Label server (then POST /train/medkit_ct learns from them)")
+    p.add_argument("masks", nargs="+", help="per study: <image id>.nii.gz (a TotalSegmentator multi-label map) or "
+                                            "a folder <image id>/ of per-organ masks (<organ>.nii.gz)")
+    p.add_argument("--server", default="http://127.0.0.1:8000", help="MONAI Label server URL")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="medkit", description="MedKit radiology report generation")
     ap.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
@@ -99,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(sub)
     _add_export(sub)
     _add_calibrate(sub)
+    _add_import_masks(sub)
     return ap
 
 
@@ -204,8 +213,41 @@ def cmd_calibrate(args) -> int:
     return 0
 
 
+def cmd_import_masks(args) -> int:
+    """Each mask converted to MedKit's organ values on its own grid, then ``PUT /datastore/label?tag=organs``;
+    the server checks it lies on the study image's grid. One line per study; exit 1 if any failed."""
+    import tempfile
+
+    import requests
+    import SimpleITK as sitk
+
+    from medkit.ct.volumes import VolumeInputError, totalsegmentator_mask
+
+    failed = 0
+    for entry in args.masks:
+        path = Path(entry.rstrip("/"))
+        image_id = path.name[: -len(".nii.gz")] if path.name.endswith(".nii.gz") else path.stem
+        try:
+            mask = totalsegmentator_mask(path)
+            with tempfile.TemporaryDirectory() as tmp:
+                out = Path(tmp) / "organs.nii.gz"
+                sitk.WriteImage(mask, str(out), useCompression=True)
+                r = requests.put(f"{args.server.rstrip('/')}/datastore/label", params={"image": image_id,
+                                 "tag": "organs"}, files={"label": ("organs.nii.gz", out.read_bytes())}, timeout=300)
+            if not r.ok:
+                raise ValueError(f"server answered {r.status_code}: {r.json().get('detail', r.text)[:300]}")
+            import numpy as np
+
+            organs = int((np.unique(sitk.GetArrayViewFromImage(mask)) > 0).sum())
+            print(f"{image_id}: organ mask stored ({organs} organs)")
+        except (VolumeInputError, ValueError, requests.RequestException) as e:
+            failed += 1
+            print(f"{image_id}: not stored: {e}", file=sys.stderr)
+    return 1 if failed else 0
+
+
 COMMANDS = {"train": cmd_train, "train-ct": cmd_train_ct, "generate": cmd_generate, "evaluate": cmd_evaluate,
-            "export": cmd_export, "calibrate": cmd_calibrate}
+            "export": cmd_export, "calibrate": cmd_calibrate, "import-masks": cmd_import_masks}
 
 
 def main(argv: list[str] | None = None) -> int:

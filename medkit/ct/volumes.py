@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from medkit import limits
-from medkit.ct.config import VolumeConfig
+from medkit.ct.config import ORGANS, TOTALSEG_LABELS, VolumeConfig
 
 logger = logging.getLogger(__name__)
 
@@ -383,6 +383,44 @@ def check_label_map(path: str | Path, size: tuple[int, ...] | None = None, max_v
     lo, hi = float(arr.min()), float(arr.max())
     if lo < 0 or hi > max_value:
         raise VolumeInputError(f"{path.name}: labels range {lo:g}..{hi:g}; expected 0..{max_value}")
+
+
+def totalsegmentator_mask(path: str | Path, organs: tuple[str, ...] = ORGANS):
+    """A TotalSegmentator output as MedKit's organ mask (0 background, organ ``i`` = ``i + 1`` of
+    ``organs``) on the output's own grid, which is its input CT's: a multi-label map with
+    TotalSegmentator v2 class values (:data:`TOTALSEG_LABELS`), or a folder of one binary mask per
+    class named ``<class>.nii.gz`` (TotalSegmentator's default output). Classes MedKit does not
+    segment are left out."""
+    import SimpleITK as sitk
+
+    path = Path(path)
+    if path.is_dir():
+        files = {o: path / f"{o}.nii.gz" for o in organs if (path / f"{o}.nii.gz").exists()}
+        if not files:
+            raise VolumeInputError(f"{path}: no TotalSegmentator mask of a MedKit organ (<organ>.nii.gz for "
+                                   f"{', '.join(organs)})")
+        ref, out = None, None
+        for k, organ in enumerate(organs, 1):
+            if organ not in files:
+                continue
+            check_volume_file(files[organ])
+            m = sitk.ReadImage(str(files[organ]))
+            if ref is None:
+                ref, out = m, np.zeros(sitk.GetArrayViewFromImage(m).shape, dtype=np.uint8)
+            elif m.GetSize() != ref.GetSize():
+                raise VolumeInputError(f"{files[organ]}: size {m.GetSize()} differs from the other masks' "
+                                       f"{ref.GetSize()}")
+            out[sitk.GetArrayViewFromImage(m) > 0] = k
+    else:
+        check_volume_file(path)
+        ref = sitk.ReadImage(str(path))
+        src = sitk.GetArrayViewFromImage(ref)
+        out = np.zeros(src.shape, dtype=np.uint8)
+        for k, organ in enumerate(organs, 1):
+            out[src == TOTALSEG_LABELS[organ]] = k
+    img = sitk.GetImageFromArray(out)
+    img.CopyInformation(ref)
+    return img
 
 
 def read_volume(path: str | Path, cfg: VolumeConfig | None = None) -> CTVolume:

@@ -7,6 +7,7 @@ learning and training use them.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 
 import pytest
@@ -307,3 +308,46 @@ def test_ct_train_with_reports_and_masks_promotes(local_server, ct_model_dir, tm
     assert any(not (old[k].float() == new[k].float()).all() for k in old if k.startswith("student."))
     r = post(local_server, f"/infer/medkit_ct?image={ct_id}&output=json")
     assert r.status_code == 200 and r.json()["model"] == stats["version"]
+
+
+def test_import_totalsegmentator_masks_as_organ_labels(local_server, ct_model_dir, tmp_path, capsys):
+    """`medkit import-masks`: a TotalSegmentator multi-label map or per-organ folder becomes a study's
+    organ mask in MedKit's values; a mask for a radiograph is refused by the server, named."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from medkit.cli import main
+    from tests.monailabel.conftest import CT_MASK
+
+    if ct_model_dir is None:
+        pytest.skip("SKIPPED LOUDLY: no CT model, so no CT study in the test datastore; mask import untested")
+    ct_id = CT_VOLUME.name[: -len(".nii.gz")]
+    multi = tmp_path / f"{ct_id}.nii.gz"
+    shutil.copy(CT_MASK, multi)
+    expected = tmp_path / "expected.nii.gz"
+    totalseg_to_medkit_mask(expected)
+
+    def stored() -> np.ndarray:
+        r = requests.get(f"{local_server.url}/datastore/label", params={"label": ct_id, "tag": "organs"}, timeout=60)
+        assert r.status_code == 200
+        (tmp_path / "stored.nii.gz").write_bytes(r.content)
+        return sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "stored.nii.gz")))
+
+    assert main(["import-masks", "--server", local_server.url, str(multi)]) == 0
+    np.testing.assert_array_equal(stored(), sitk.GetArrayFromImage(sitk.ReadImage(str(expected))))
+
+    folder = tmp_path / "per_organ" / ct_id  # TotalSegmentator's default output: one file per class
+    folder.mkdir(parents=True)
+    src = sitk.ReadImage(str(CT_MASK))
+    for organ, value in (("liver", 5), ("spleen", 1)):
+        sitk.WriteImage(sitk.Cast(src == value, sitk.sitkUInt8), str(folder / f"{organ}.nii.gz"))
+    assert main(["import-masks", "--server", local_server.url, str(folder)]) == 0
+    mask = stored()
+    assert set(np.unique(mask)) == {0, 1, 2}  # MedKit: liver 1, spleen 2
+    np.testing.assert_array_equal(mask == 1, sitk.GetArrayFromImage(src) == 5)
+
+    capsys.readouterr()
+    radiograph = tmp_path / f"{PNG_ID}.nii.gz"
+    shutil.copy(CT_MASK, radiograph)
+    assert main(["import-masks", "--server", local_server.url, str(radiograph)]) == 1
+    assert "2D image" in capsys.readouterr().err

@@ -243,3 +243,74 @@ def test_module_self_test_runs_on_mrml(module, monkeypatch):
     monkeypatch.setattr(slicer, "mrmlScene", slicer.vtkMRMLScene(), raising=False)
     result = module.MedKitSlicerTest("runTest").run()
     assert result.wasSuccessful(), result.errors + result.failures
+
+
+def exported_mask(logic, volume, seg) -> np.ndarray:
+    from vtk.util.numpy_support import vtk_to_numpy
+
+    labelmap = logic.organLabelmap(volume, seg)
+    dims = labelmap.GetImageData().GetDimensions()
+    out = vtk_to_numpy(labelmap.GetImageData().GetPointData().GetScalars()).reshape(dims[::-1]).copy()
+    logic.scene.RemoveNode(labelmap)
+    return out
+
+
+def test_ct_submit_segmentation_train_reinfer(logic, module, slicer_server, tmp_path):
+    """Edit the organ segmentation -> Submit segmentation -> Train -> the next inference is the new model."""
+    if not slicer_server.has_ct:
+        pytest.skip("SKIPPED LOUDLY: no CT model (medkit/weights/ct) or CT sample; segmentation teaching untested")
+    import SimpleITK as sitk
+    from vtk.util.numpy_support import vtk_to_numpy
+
+    copy = tmp_path / "ct_copy.nii.gz"  # a second study (one voxel differs: another file, another id)
+    img = sitk.ReadImage(str(CT_VOLUME))
+    img[0, 0, 0] = img[0, 0, 0] + 1
+    sitk.WriteImage(img, str(copy), useCompression=True)
+    studies = []
+    for path in (CT_VOLUME, copy):
+        volume = logic.loadImageFile(str(path))
+        studies.append((volume, logic.generateReport(volume)))
+    volume, out = studies[0]
+    seg = out.segmentationNode
+    values = {organ: int(v) for v, organ in out.result["segmentation_labels"].items()}
+    liver = seg.GetSegmentation().GetSegmentIdBySegmentName(module.prettyOrgan("liver"))
+    assert liver, "the CT model found no liver in its own training sample"
+    before = exported_mask(logic, volume, seg)  # (K, J, I) on the volume's grid, MedKit's organ values
+    top = int(np.nonzero((before == values["liver"]).any(axis=(1, 2)))[0].max())
+    # the radiologist erases the liver's top slice in the Segment Editor: the segment's own labelmap
+    segment = seg.GetSegmentation().GetSegment(liver)
+    layer = segment.GetRepresentation("Binary labelmap")
+    extent = layer.GetExtent()
+    voxels = vtk_to_numpy(layer.GetPointData().GetScalars()).reshape(
+        extent[5] - extent[4] + 1, extent[3] - extent[2] + 1, extent[1] - extent[0] + 1)
+    plane = voxels[top - extent[4]]
+    plane[plane == segment.GetLabelValue()] = 0
+    layer.Modified()
+    expected = before.copy()
+    expected[top][expected[top] == values["liver"]] = 0
+    assert (expected != before).any()
+    np.testing.assert_array_equal(exported_mask(logic, volume, seg), expected)
+
+    with pytest.raises(ValueError, match="Generate Report first"):
+        logic.submitSegmentation(logic.loadImageFile(str(copy), name="not sent"), seg)
+    for vol, o in studies:
+        logic.submitReport(o.imageId, o.result["report"], o.result)
+        assert logic.submitSegmentation(vol, o.segmentationNode)["label"] == o.imageId
+
+    # what the server stored: the edited segments on the volume's grid, with MedKit's organ values
+    r = requests.get(f"{slicer_server.url}/datastore/label", params={"label": out.imageId, "tag": "organs"},
+                     timeout=60)
+    assert r.status_code == 200
+    (tmp_path / "stored.nrrd").write_bytes(r.content)
+    stored = sitk.ReadImage(str(tmp_path / "stored.nrrd"))
+    assert stored.GetSize() == volume.GetImageData().GetDimensions()
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(stored), expected)
+
+    logic.startTraining(module.CT_MODEL, {"max_epochs": 2, "min_studies": 2, "crops_per_volume": 1,
+                                          "promote_tolerance": 1000.0})  # the flow, not the learning, is tested
+    task = wait_for_training(slicer_server, timeout=900)
+    assert task["status"] == "DONE", task
+    stats = requests.get(f"{slicer_server.url}/info/", timeout=30).json()["train_stats"]["medkit_ct"]
+    assert stats["studies_with_masks"] == 2 and stats["promoted"], stats
+    again = logic.generateReport(volume)
+    assert again.result["model"] == stats["version"] != out.result["model"]
