@@ -36,6 +36,10 @@ class SegmentationResult:
     logits: torch.Tensor  # (num_observations,) label head of the whole volume
     tokens: torch.Tensor  # (1, n_tokens, C) visual tokens of the whole volume
     model_shape: tuple[int, int, int]  # model-grid size (X, Y, Z)
+    labels_model: np.ndarray | None = None  # (X, Y, Z) uint8 arg-max labels on the model grid
+    confidence: dict | None = None  # organ -> mean probability the student gives it over its own voxels
+    model_array: np.ndarray | None = None  # (X, Y, Z) 0..1 input on the model grid
+    ref: object = None  # SimpleITK.Image: the model grid's geometry
 
 
 def _pad_to_multiple(x: torch.Tensor, m: int) -> tuple[torch.Tensor, tuple[int, int, int]]:
@@ -72,8 +76,15 @@ def segment(student: CTStudent, volume: CTVolume, cfg: CTConfig) -> Segmentation
     """Segment ``volume`` and encode it: labels on the original grid, label logits, tokens."""
     arr, ref = to_model_grid(volume.image, cfg.volume)
     probs, logits, tokens = run_student(student, arr, cfg)
-    labels = labels_to_original(array_to_image(probs.argmax(0).to(torch.uint8).numpy(), ref), volume.image)
-    return SegmentationResult(labels, logits, tokens, tuple(arr.shape))
+    top, lab = probs.max(0)  # (X, Y, Z) probability of the arg-max class, the class
+    lab = lab.to(torch.uint8)
+    counts = torch.bincount(lab.flatten().long(), minlength=probs.shape[0])
+    sums = torch.bincount(lab.flatten().long(), weights=top.flatten().double(), minlength=probs.shape[0])
+    confidence = {organ: round(float(sums[k] / counts[k]), 3) for k, organ in enumerate(cfg.encoder.organs, 1)
+                  if k < len(counts) and counts[k] > 0}
+    lab_np = lab.numpy()
+    labels = labels_to_original(array_to_image(lab_np, ref), volume.image)
+    return SegmentationResult(labels, logits, tokens, tuple(arr.shape), lab_np, confidence, arr, ref)
 
 
 def main(argv: list[str] | None = None) -> int:
