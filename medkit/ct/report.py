@@ -113,13 +113,12 @@ def add_tissue_labels(labels, masks: dict, values: dict[str, int]):
     import numpy as np
     import SimpleITK as sitk
 
-    lab = sitk.GetArrayFromImage(labels)  # (Z, Y, X) copy
-    free = lab == 0
-    for name in ("lungs", "bone", "body"):
+    lab = sitk.GetArrayViewFromImage(labels)  # (Z, Y, X)
+    tissue = np.zeros(lab.shape, np.uint8)
+    for name in ("body", "bone", "lungs"):  # later names win: lungs over bone over the body
         if name in masks:
-            put = free & masks[name]
-            lab[put] = values[name]
-            free &= ~put
+            tissue[masks[name]] = values[name]
+    lab = np.where(lab > 0, lab, tissue)
     out = sitk.GetImageFromArray(lab.astype(np.uint8, copy=False))
     out.CopyInformation(labels)
     return out
@@ -202,16 +201,15 @@ class MedKitCT(torch.nn.Module):
         from medkit.ct.measurements import findings_from_measurements, measure_organs
         from medkit.ct.plausibility import check_organs, organ_geometry
         from medkit.ct.segmentation import segment
-        from medkit.ct.tissues import segment_tissues
         from medkit.ct.volumes import read_volume
 
         vol = read_volume(path, self.cfg.volume)
         for w in vol.warnings:
             logger.warning("%s", w)
-        seg = segment(self.student, vol, self.cfg)
+        seg = segment(self.student, vol, self.cfg, self.tissue_cfg)
         organs = self.cfg.encoder.organs
         values = segment_labels(organs)
-        tissues = segment_tissues(vol.image, seg.model_array, seg.ref, self.cfg.volume, self.tissue_cfg)
+        tissues = seg.tissues
         measures = measure_organs(seg.labels, vol.image, organs, self.plausibility_cfg.soft_tissue_hu)
         geometry = organ_geometry(seg.labels_model, tissues.body_model, seg.ref, organs)
         phase, reasons = check_organs(measures, geometry, seg.confidence, self.plausibility_cfg)

@@ -92,41 +92,46 @@ def _touches_edge(mask: np.ndarray) -> bool:
     return any(mask.take(0, axis=a).any() or mask.take(-1, axis=a).any() for a in range(mask.ndim))
 
 
-def segment_tissues(hu_image, model01: np.ndarray, ref, vcfg: VolumeConfig, cfg: TissueConfig | None = None
-                    ) -> TissueResult:
-    """Body, lungs and dense bone of ``hu_image`` (SimpleITK, HU, original grid), with connectivity
-    computed on the model-grid array ``model01`` ((X, Y, Z), 0..1 as ``to_model_grid`` returns it,
-    geometry ``ref``)."""
-    import SimpleITK as sitk
+def tissue_codes(model01: np.ndarray, ref, vcfg: VolumeConfig, cfg: TissueConfig,
+                 max_code: int = 255) -> tuple[np.ndarray, np.ndarray]:
+    """(body mask, code volume) on the model grid, ``model01`` (X, Y, Z) 0..1 as ``to_model_grid``
+    returns it. Codes: 0 outside, 1 = one model voxel around the body (refined by threshold on the
+    original grid), 2 = body, 3 + j = in or next to lung candidate j (j < ``max_code - 2``)."""
     from scipy import ndimage
 
-    from medkit.ct.volumes import array_to_image, labels_to_original
-
-    cfg = cfg or TissueConfig()
     hu_model = model01 * (vcfg.hu_max - vcfg.hu_min) + vcfg.hu_min
     body_m, cand = model_grid_masks(hu_model, float(np.prod(ref.GetSpacing())) / 1000.0, cfg)
-    # one coarse code volume, one nearest-neighbour pass onto the original grid: 1 = one model voxel
-    # around the body (refined by threshold), 2 = body, 3 + j = around / in lung candidate j
+    cand[cand > max_code - 2] = 0  # the largest candidates keep a code (sorted by size)
     code = np.zeros(body_m.shape, np.uint8)
     code[ndimage.binary_dilation(body_m, structure=_AXIAL)] = 1
     code[body_m] = 2
     grown = ndimage.grey_dilation(cand, size=(3, 3, 3)) * body_m  # one model voxel of margin
     code[grown > 0] = 2 + grown[grown > 0]
-    code_img = labels_to_original(array_to_image(code, ref), hu_image)
-    c = sitk.GetArrayViewFromImage(code_img)  # (Z, Y, X)
+    return body_m, code
+
+
+def tissues_from_codes(c: np.ndarray, hu_image, body_m: np.ndarray, cfg: TissueConfig) -> TissueResult:
+    """Masks and measurements on the original grid from the code volume ``c`` ((Z, Y, X), the
+    codes of :func:`tissue_codes` mapped onto ``hu_image``'s grid)."""
+    import SimpleITK as sitk
+
     hu = sitk.GetArrayViewFromImage(hu_image)
     voxel_ml = float(np.prod(hu_image.GetSpacing())) / 1000.0
-    air = (c >= 3) & (hu < cfg.lung_hu)
+    air = c >= 3
+    air[air] = hu[air] < cfg.lung_hu
     vals, labs = hu[air], c[air].astype(np.int64) - 2
     band = (vals >= cfg.emphysema_hu) & (vals < cfg.body_hu)
-    total = np.bincount(labs, minlength=int(cand.max()) + 1)
+    total = np.bincount(labs, minlength=int(c.max()) + 1)
     share = np.bincount(labs, weights=band, minlength=len(total)) / np.maximum(total, 1)
     lung_codes = np.nonzero((share >= cfg.lung_min_parenchyma) & (total > 0))[0]
     lungs = np.zeros(hu.shape, bool)
     if len(lung_codes):
         lungs[air] = np.isin(labs, lung_codes)
-    body = (c >= 2) | ((c == 1) & (hu > cfg.body_hu))
-    bone = body & (hu >= cfg.bone_hu)
+    body = c >= 2
+    rim = c == 1
+    body[rim] = hu[rim] > cfg.body_hu
+    bone = body.copy()
+    bone[body] = hu[body] >= cfg.bone_hu
     out: dict[str, dict] = {}
     for name, mask in (("body", body), ("lungs", lungs), ("bone", bone)):
         n = int(mask.sum())
@@ -135,12 +140,27 @@ def segment_tissues(hu_image, model01: np.ndarray, ref, vcfg: VolumeConfig, cfg:
         m = {"volume_ml": round(n * voxel_ml, 1), "voxels": n, "truncated": _touches_edge(mask),
              "method": "threshold", "reference": REFERENCES[name], "reliable": True}
         if name == "lungs":
-            vals = np.asarray(hu[mask], dtype=np.float32)
-            m["mean_hu"] = round(float(vals.mean()), 1)
-            m["emphysema_index_pct"] = round(100.0 * float((vals < cfg.emphysema_hu).mean()), 1)
+            v = np.asarray(hu[mask], dtype=np.float32)
+            m["mean_hu"] = round(float(v.mean()), 1)
+            m["emphysema_index_pct"] = round(100.0 * float((v < cfg.emphysema_hu).mean()), 1)
             m["emphysema_threshold_hu"] = cfg.emphysema_hu
         out[name] = m
     return TissueResult(body_m, {"body": body, "lungs": lungs, "bone": bone}, out)
+
+
+def segment_tissues(hu_image, model01: np.ndarray, ref, vcfg: VolumeConfig, cfg: TissueConfig | None = None
+                    ) -> TissueResult:
+    """Body, lungs and dense bone of ``hu_image`` (SimpleITK, HU, original grid), with connectivity
+    computed on the model-grid array ``model01`` ((X, Y, Z), 0..1 as ``to_model_grid`` returns it,
+    geometry ``ref``). ``medkit.ct.segmentation.segment`` does the same in the organs' resampling pass."""
+    import SimpleITK as sitk
+
+    from medkit.ct.volumes import array_to_image, labels_to_original
+
+    cfg = cfg or TissueConfig()
+    body_m, code = tissue_codes(model01, ref, vcfg, cfg)
+    c = sitk.GetArrayFromImage(labels_to_original(array_to_image(code, ref), hu_image))  # (Z, Y, X)
+    return tissues_from_codes(c, hu_image, body_m, cfg)
 
 
 def main(argv: list[str] | None = None) -> int:
