@@ -227,3 +227,14 @@ def test_training_volumes_pass(results):
 def test_segment_labels_in_result(results):
     r = results["nifti"]
     assert r["segmentation_labels"] == {str(v): k for k, v in SEGMENT_LABELS.items()}
+
+
+def test_sr_does_not_code_a_not_assessable_finding_as_absent(tmp_path):
+    from medkit.sr import read_report_sr, write_report_sr
+    from tests.conftest import RSNA_DCM  # any DICOM source to reference; the coding is what is tested
+
+    result = {"report": "Liver: could not be measured reliably.",
+              "findings": [{"name": "Hepatomegaly", "status": "not assessable", "value": None},
+                           {"name": "Splenomegaly", "status": "negative", "value": 200.0}]}
+    back = read_report_sr(write_report_sr(result, [RSNA_DCM], tmp_path / "sr.dcm"))
+    assert [(f["name"], f["status"]) for f in back["findings"]] == [("Splenomegaly", "negative")]
