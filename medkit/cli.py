@@ -5,6 +5,7 @@
     medkit train --data ../shared/data --out runs/cxr
     medkit train-ct --data ct_manifest.jsonl --out runs/ct
     medkit evaluate --data ../shared/data --split val --out val.json
+    medkit evaluate-ct --manifest medkit/data/samples/ct/manifest.jsonl --out ct_eval.json
     medkit calibrate --data ../shared/data            # per-finding thresholds of the shipped model
 
 Errors in the input print one line naming the file and the problem and exit with status 2;
@@ -82,6 +83,16 @@ def _add_evaluate(sub) -> None:
                    help="chest X-ray: the generator's text alone, without stating the flagged findings it leaves out")
 
 
+def _add_evaluate_ct(sub) -> None:
+    p = sub.add_parser("evaluate-ct", help="CT: Dice and volume error per organ against reference masks, "
+                                           "organs rejected by the plausibility checks, latency")
+    p.add_argument("--manifest", required=True, help="JSONL manifest of volumes with reference masks "
+                                                     "(the train-ct format: images, masks, mask_labels, split)")
+    p.add_argument("--model", help="CT model directory (default: the shipped CT model)")
+    p.add_argument("--split", help="evaluate only this split (default: all; 'train' studies count as seen)")
+    p.add_argument("--out", help="write the full result as JSON")
+
+
 def _add_calibrate(sub) -> None:
     p = sub.add_parser("calibrate", help="fit each finding's threshold on the training split (rewrites config.json)")
     p.add_argument("--data", required=True, help="the model's training data (its train split is used)")
@@ -105,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_ct(sub)
     _add_generate(sub)
     _add_evaluate(sub)
+    _add_evaluate_ct(sub)
     _add_export(sub)
     _add_calibrate(sub)
     _add_import_masks(sub)
@@ -206,6 +218,18 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_evaluate_ct(args) -> int:
+    from medkit.ct.evaluate import evaluate_ct, markdown_table
+
+    result = evaluate_ct(args.manifest, args.model, args.split)
+    print(markdown_table(result))
+    print(json.dumps(result["summary"], indent=2))
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"written {args.out}")
+    return 0
+
+
 def cmd_calibrate(args) -> int:
     from medkit.calibrate import calibrate, markdown_table
 
@@ -247,7 +271,8 @@ def cmd_import_masks(args) -> int:
 
 
 COMMANDS = {"train": cmd_train, "train-ct": cmd_train_ct, "generate": cmd_generate, "evaluate": cmd_evaluate,
-            "export": cmd_export, "calibrate": cmd_calibrate, "import-masks": cmd_import_masks}
+            "evaluate-ct": cmd_evaluate_ct, "export": cmd_export, "calibrate": cmd_calibrate,
+            "import-masks": cmd_import_masks}
 
 
 def main(argv: list[str] | None = None) -> int:

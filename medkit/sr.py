@@ -141,6 +141,8 @@ def build_report_sr(result: dict, sources: Sequence, *, final: bool = False, ser
     finding_items = [TextContentItem(name=_code("121071", "Finding", "DCM"), value=result["report"].strip(),
                                      relationship_type="CONTAINS")]
     for f in result.get("findings") or []:
+        if f.get("status") == "not assessable":
+            continue  # CT: the organ was not found or not measured reliably; coded "Absent" it would be a claim
         item = CodeContentItem(name=observation_code(f["name"]),
                                value=present if f.get("status") == "positive" else absent,
                                relationship_type="CONTAINS")

@@ -32,8 +32,10 @@ are always stated):
   haematocrit; New & Aronow, Radiology 1976;121(3):635-640), contrast-enhanced aorta well above
   150 HU. Without an aorta measurement the contrast phase is unknown: not assessable.
 
-A finding is "not assessable" when its organ was not found, or when it is cut off by the edge of
-the volume and the partial value does not already exceed the threshold.
+A finding is "not assessable" when its organ was not found, when its organ failed the plausibility
+checks (``medkit.ct.plausibility``: not measured reliably), or when it is cut off by the edge of
+the volume and the partial value does not already exceed the threshold. Steatosis needs a
+plausible aorta too (the contrast phase).
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ class OrganMeasurement:
     voxels: int
     extent_mm: tuple[float, float, float]
     truncated: bool
+    soft_tissue_share: float | None = None  # share of the measured voxels in the soft-tissue band
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -75,9 +78,11 @@ class OrganMeasurement:
         return d
 
 
-def measure_organs(labels, hu, organs: tuple[str, ...]) -> dict[str, OrganMeasurement]:
+def measure_organs(labels, hu, organs: tuple[str, ...],
+                   soft_tissue_hu: tuple[float, float] = (-100.0, 300.0)) -> dict[str, OrganMeasurement]:
     """Measurements of each organ present in ``labels`` (SimpleITK uint8, value k = organs[k-1])
-    against ``hu`` (SimpleITK float HU on the same grid)."""
+    against ``hu`` (SimpleITK float HU on the same grid); ``soft_tissue_hu``: the band whose share
+    of the measured voxels is reported (``PlausibilityConfig.soft_tissue_hu``)."""
     import SimpleITK as sitk
     from scipy import ndimage
 
@@ -102,9 +107,10 @@ def measure_organs(labels, hu, organs: tuple[str, ...]) -> dict[str, OrganMeasur
         ext = np.array([s.stop - s.start for s in sl][::-1]) * spacing  # (x, y, z) mm
         shape = lab.shape
         truncated = any(s.start == 0 or s.stop == n_ax for s, n_ax in zip(sl, shape))
+        share = float(((vals >= soft_tissue_hu[0]) & (vals < soft_tissue_hu[1])).mean())
         out[organ] = OrganMeasurement(organ, round(n * voxel_ml, 1), round(float(vals.mean()), 1),
                                       round(float(np.median(vals)), 1), round(float(vals.std()), 1), n,
-                                      tuple(round(float(e), 1) for e in ext), bool(truncated))
+                                      tuple(round(float(e), 1) for e in ext), bool(truncated), round(share, 3))
     return out
 
 
@@ -113,8 +119,15 @@ def _finding(name, status, value, unit, threshold, rule, evidence) -> dict:
             "rule": rule, "evidence": evidence, "reference": REFERENCES[name], "source": "measurement"}
 
 
-def _size_finding(name: str, organ: str, limit: float, m: OrganMeasurement | None, strict: bool) -> dict:
+def _unreliable(organ: str, reasons: list[str]) -> str:
+    return f"{organ} could not be measured reliably ({'; '.join(reasons)})"
+
+
+def _size_finding(name: str, organ: str, limit: float, m: OrganMeasurement | None, strict: bool,
+                  unreliable: dict[str, list[str]]) -> dict:
     rule = f"{organ} volume {'>' if strict else '>='} {limit:g} mL"
+    if unreliable.get(organ):
+        return _finding(name, "not assessable", None, "mL", limit, rule, _unreliable(organ, unreliable[organ]))
     if m is None:
         return _finding(name, "not assessable", None, "mL", limit, rule, f"{organ} not found by the segmentation")
     above = m.volume_ml > limit if strict else m.volume_ml >= limit
@@ -137,19 +150,30 @@ def contrast_phase(measures: dict[str, OrganMeasurement]) -> str:
     return "contrast-enhanced" if aorta.mean_hu >= CONTRAST_AORTA_HU else "unenhanced"
 
 
-def findings_from_measurements(measures: dict[str, OrganMeasurement]) -> list[dict]:
-    """Hepatomegaly, splenomegaly and steatosis decided by the cited thresholds (module docstring)."""
+def findings_from_measurements(measures: dict[str, OrganMeasurement],
+                               unreliable: dict[str, list[str]] | None = None) -> list[dict]:
+    """Hepatomegaly, splenomegaly and steatosis decided by the cited thresholds (module docstring).
+
+    ``unreliable``: organ -> reasons it failed the plausibility checks; those organs' measurements
+    are ignored and the findings that depend on them are "not assessable"."""
+    unreliable = {o: r for o, r in (unreliable or {}).items() if r}
+    measures = {o: m for o, m in measures.items() if o not in unreliable}
     liver = measures.get("liver")
-    out = [_size_finding("Hepatomegaly", "liver", HEPATOMEGALY_ML, liver, strict=False),
-           _size_finding("Splenomegaly", "spleen", SPLENOMEGALY_ML, measures.get("spleen"), strict=True)]
+    out = [_size_finding("Hepatomegaly", "liver", HEPATOMEGALY_ML, liver, strict=False, unreliable=unreliable),
+           _size_finding("Splenomegaly", "spleen", SPLENOMEGALY_ML, measures.get("spleen"), strict=True,
+                         unreliable=unreliable)]
     rule = f"liver mean attenuation < {STEATOSIS_HU:g} HU on unenhanced CT"
     phase = contrast_phase(measures)
-    if liver is None or liver.mean_hu is None:
+    if "liver" in unreliable:
+        out.append(_finding("Hepatic Steatosis", "not assessable", None, "HU", STEATOSIS_HU, rule,
+                            _unreliable("liver", unreliable["liver"])))
+    elif liver is None or liver.mean_hu is None:
         out.append(_finding("Hepatic Steatosis", "not assessable", None, "HU", STEATOSIS_HU, rule,
                             "liver not found by the segmentation"))
     elif phase != "unenhanced":
         why = ("contrast-enhanced scan (aorta %.0f HU)" % measures["aorta"].mean_hu if phase == "contrast-enhanced"
-               else "contrast phase unknown (aorta not found by the segmentation)")
+               else "contrast phase unknown (aorta " + ("could not be measured reliably" if "aorta" in unreliable
+                                                     else "not found by the segmentation") + ")")
         out.append(_finding("Hepatic Steatosis", "not assessable", liver.mean_hu, "HU", STEATOSIS_HU, rule,
                             f"liver {liver.mean_hu:g} HU, but {why}: the HU rule holds for unenhanced CT only"))
     else:

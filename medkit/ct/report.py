@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from medkit.ct.config import CTConfig
+from medkit.ct.config import CTConfig, PlausibilityConfig, TissueConfig, segment_labels
 from medkit.ct.encoders3d import CTStudent
 from medkit.knowledge import KnowledgeGraph, Triple
 
@@ -32,7 +32,8 @@ CONFIG_FILE = "config.json"
 TRAINING_FILE = "training.json"
 CT_GRAPH = "knowledge_ct.json"
 ORGAN_NAMES = {"liver": "Liver", "spleen": "Spleen", "kidney_right": "Right kidney", "kidney_left": "Left kidney",
-               "gallbladder": "Gallbladder", "stomach": "Stomach", "pancreas": "Pancreas", "aorta": "Aorta"}
+               "gallbladder": "Gallbladder", "stomach": "Stomach", "pancreas": "Pancreas", "aorta": "Aorta",
+               "lungs": "Lungs", "bone": "Dense bone", "body": "Body outline"}
 
 
 def default_ct_model_dir() -> Path:
@@ -51,12 +52,18 @@ def load_ct_graph() -> KnowledgeGraph:
     return KnowledgeGraph.load(packaged=CT_GRAPH)
 
 
-def measurement_report(volume, measures: dict, findings: list[dict], phase: str, warnings: list[str]) -> str:
-    """Report text from measurements only: every sentence states a measured value or a rule outcome."""
+def measurement_report(volume, measures: dict, findings: list[dict], phase: str, warnings: list[str],
+                       unreliable: dict[str, list[str]] | None = None, tissues: dict[str, dict] | None = None) -> str:
+    """Report text from measurements only: every sentence states a measured value or a rule outcome.
+
+    ``measures`` holds the organs that passed the plausibility checks; ``unreliable`` the organs that
+    failed them, with the reasons (named, never stated as measured); ``tissues`` the threshold
+    segments (``medkit.ct.tissues``)."""
     sx, sy, sz = volume.spacing
     nx, ny, nz = volume.size
     lines = [f"CT volume of {nx} x {ny} x {nz} voxels at {sx:.2f} x {sy:.2f} x {sz:.2f} mm. "
              "Automated organ segmentation and measurement (MedKit; not reviewed by a radiologist)."]
+    unreliable = {o: r for o, r in (unreliable or {}).items() if r}
     if measures:
         parts = []
         for organ, m in measures.items():
@@ -67,8 +74,25 @@ def measurement_report(volume, measures: dict, findings: list[dict], phase: str,
                 s += " (partly outside the scanned range)"
             parts.append(s)
         lines.append("Measured organs: " + "; ".join(parts) + ".")
-    else:
+    elif not unreliable:
         lines.append("No organ of the model's list was found in this volume.")
+    else:
+        lines.append("No organ was measured reliably.")
+    if unreliable:
+        lines.append("Could not be measured reliably (segment kept for correction): " + "; ".join(
+            f"{ORGAN_NAMES.get(o, o)}: {', '.join(r)}" for o, r in unreliable.items()) + ".")
+    if tissues:
+        parts = []
+        for name, t in tissues.items():
+            s = f"{ORGAN_NAMES.get(name, name)} {t['volume_ml']:g} mL"
+            if name == "lungs":
+                s += (f", mean attenuation {t['mean_hu']:g} HU, emphysema index {t['emphysema_index_pct']:g} % "
+                      f"(share of lung voxels below {t['emphysema_threshold_hu']:g} HU; valid for thin-section "
+                      "inspiratory CT)")
+            if t["truncated"]:
+                s += " (partly outside the scanned range)"
+            parts.append(s)
+        lines.append("Threshold measurements (no learned model): " + "; ".join(parts) + ".")
     lines.append(f"Contrast phase from the aorta attenuation: {phase}.")
     for f in findings:
         if f["status"] == "positive":
@@ -83,6 +107,23 @@ def measurement_report(volume, measures: dict, findings: list[dict], phase: str,
     return " ".join(lines)
 
 
+def add_tissue_labels(labels, masks: dict, values: dict[str, int]):
+    """The organ label volume with the threshold segments written into the voxels no organ claims
+    (``values``: name -> label value, from ``segment_labels``; lungs first, then bone, then the rest of the body)."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    lab = sitk.GetArrayViewFromImage(labels)  # (Z, Y, X)
+    tissue = np.zeros(lab.shape, np.uint8)
+    for name in ("body", "bone", "lungs"):  # later names win: lungs over bone over the body
+        if name in masks:
+            tissue[masks[name]] = values[name]
+    lab = np.where(lab > 0, lab, tissue)
+    out = sitk.GetImageFromArray(lab.astype(np.uint8, copy=False))
+    out.CopyInformation(labels)
+    return out
+
+
 class MedKitCT(torch.nn.Module):
     """Student + knowledge graph (+ generator once trained with reports); one object per model."""
 
@@ -93,6 +134,8 @@ class MedKitCT(torch.nn.Module):
         self.student = student or CTStudent(cfg.encoder)
         self.kg = kg or load_ct_graph()
         self.train_info = training or {}
+        self.tissue_cfg = TissueConfig()  # anatomy and physics, not model parameters: not in config.json
+        self.plausibility_cfg = PlausibilityConfig()
         self.generator = None
         if with_generator:
             from medkit.generator import ReportGenerator
@@ -155,17 +198,24 @@ class MedKitCT(torch.nn.Module):
         """
         import SimpleITK as sitk
 
-        from medkit.ct.measurements import contrast_phase, findings_from_measurements, measure_organs
+        from medkit.ct.measurements import findings_from_measurements, measure_organs
+        from medkit.ct.plausibility import check_organs, organ_geometry
         from medkit.ct.segmentation import segment
         from medkit.ct.volumes import read_volume
 
         vol = read_volume(path, self.cfg.volume)
         for w in vol.warnings:
             logger.warning("%s", w)
-        seg = segment(self.student, vol, self.cfg)
+        seg = segment(self.student, vol, self.cfg, self.tissue_cfg)
         organs = self.cfg.encoder.organs
-        measures = measure_organs(seg.labels, vol.image, organs)
-        findings = findings_from_measurements(measures)
+        values = segment_labels(organs)
+        tissues = seg.tissues
+        measures = measure_organs(seg.labels, vol.image, organs, self.plausibility_cfg.soft_tissue_hu)
+        geometry = organ_geometry(seg.labels_model, tissues.body_model, seg.ref, organs)
+        phase, reasons = check_organs(measures, geometry, seg.confidence, self.plausibility_cfg)
+        unreliable = {o: r for o, r in reasons.items() if r}
+        reliable = {o: m for o, m in measures.items() if o not in unreliable}
+        findings = findings_from_measurements(reliable, unreliable)
         if self.train_info.get("label_head_trained"):
             probs = torch.sigmoid(seg.logits).tolist()
             for name, p in zip(self.cfg.encoder.observations, probs):
@@ -176,15 +226,26 @@ class MedKitCT(torch.nn.Module):
                                      "source": "prediction"})
         positive = [f["name"] for f in findings if f["status"] == "positive"]
         prompt, triples = self.knowledge_for(positive)
-        phase = contrast_phase(measures)
-        text = measurement_report(vol, measures, findings, phase, vol.warnings)
+        text = measurement_report(vol, reliable, findings, phase, vol.warnings, unreliable, tissues.measurements)
         report, source = text, "measurements"
         if self.generator is not None:
             mask = torch.ones(seg.tokens.shape[:2], dtype=torch.bool)
             report = self.generator.generate(seg.tokens, mask, [prompt], **decode)[0]
             source = "generator"
         out_path = self._segmentation_path(Path(path), out_dir)
-        sitk.WriteImage(seg.labels, str(out_path), useCompression=True)
+        sitk.WriteImage(add_tissue_labels(seg.labels, tissues.masks, values), str(out_path), useCompression=True)
+        warnings = list(vol.warnings) + [
+            f"{o}: not measured reliably ({'; '.join(r)}); its segment (label {values[o]}) is kept, marked "
+            "reliable: false, for correction" for o, r in unreliable.items()]
+        measurements = {}
+        for o, m in measures.items():
+            measurements[o] = {"volume_ml": m.volume_ml, "mean_hu": m.mean_hu, "median_hu": m.median_hu,
+                               "std_hu": m.std_hu, "extent_mm": list(m.extent_mm), "truncated": m.truncated,
+                               "soft_tissue_share": m.soft_tissue_share, "label": values[o], "reliable": o not in unreliable,
+                               "implausible": reasons.get(o, []), "confidence": seg.confidence.get(o),
+                               **{k: geometry[o][k] for k in ("main_component", "inside_body") if o in geometry}}
+        for name, t in tissues.measurements.items():
+            measurements[name] = {**t, "label": values[name]}
         return {
             "report": report,
             "report_source": source,
@@ -192,15 +253,13 @@ class MedKitCT(torch.nn.Module):
             "findings": findings,
             "knowledge": [str(t) for t in triples],
             "modality": "CT",
-            "measurements": {o: {"volume_ml": m.volume_ml, "mean_hu": m.mean_hu, "median_hu": m.median_hu,
-                                 "std_hu": m.std_hu, "extent_mm": list(m.extent_mm), "truncated": m.truncated}
-                             for o, m in measures.items()},
+            "measurements": measurements,
             "contrast_phase": phase,
             "segmentation": str(out_path),
-            "segmentation_labels": {str(k): o for k, o in enumerate(organs, 1)},
+            "segmentation_labels": {str(v): name for name, v in values.items()},
             "volume": {"size": list(vol.size), "spacing_mm": [round(s, 4) for s in vol.spacing],
                        "model_grid": list(seg.model_shape)},
-            "warnings": vol.warnings,
+            "warnings": warnings,
         }
 
     @staticmethod

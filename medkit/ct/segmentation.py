@@ -36,6 +36,11 @@ class SegmentationResult:
     logits: torch.Tensor  # (num_observations,) label head of the whole volume
     tokens: torch.Tensor  # (1, n_tokens, C) visual tokens of the whole volume
     model_shape: tuple[int, int, int]  # model-grid size (X, Y, Z)
+    labels_model: np.ndarray | None = None  # (X, Y, Z) uint8 arg-max labels on the model grid
+    confidence: dict | None = None  # organ -> mean probability the student gives it over its own voxels
+    model_array: np.ndarray | None = None  # (X, Y, Z) 0..1 input on the model grid
+    ref: object = None  # SimpleITK.Image: the model grid's geometry
+    tissues: object = None  # medkit.ct.tissues.TissueResult when asked for (segment(..., tissue_cfg=...))
 
 
 def _pad_to_multiple(x: torch.Tensor, m: int) -> tuple[torch.Tensor, tuple[int, int, int]]:
@@ -68,12 +73,37 @@ def run_student(student: CTStudent, arr: np.ndarray, cfg: CTConfig) -> tuple[tor
     return probs, logits[0], tokens
 
 
-def segment(student: CTStudent, volume: CTVolume, cfg: CTConfig) -> SegmentationResult:
-    """Segment ``volume`` and encode it: labels on the original grid, label logits, tokens."""
+def segment(student: CTStudent, volume: CTVolume, cfg: CTConfig, tissue_cfg=None) -> SegmentationResult:
+    """Segment ``volume`` and encode it: labels on the original grid, label logits, tokens.
+
+    With ``tissue_cfg`` (a ``TissueConfig``) the threshold segments of ``medkit.ct.tissues`` come
+    too, their model-grid codes carried in the same nearest-neighbour pass as the organ labels
+    (value = code x (organs + 1) + organ): the organ labels are exactly those of a pass of their own."""
     arr, ref = to_model_grid(volume.image, cfg.volume)
     probs, logits, tokens = run_student(student, arr, cfg)
-    labels = labels_to_original(array_to_image(probs.argmax(0).to(torch.uint8).numpy(), ref), volume.image)
-    return SegmentationResult(labels, logits, tokens, tuple(arr.shape))
+    top, lab = probs.max(0)  # (X, Y, Z) probability of the arg-max class, the class
+    lab = lab.to(torch.uint8)
+    counts = torch.bincount(lab.flatten().long(), minlength=probs.shape[0])
+    sums = torch.bincount(lab.flatten().long(), weights=top.flatten().double(), minlength=probs.shape[0])
+    confidence = {organ: round(float(sums[k] / counts[k]), 3) for k, organ in enumerate(cfg.encoder.organs, 1)
+                  if k < len(counts) and counts[k] > 0}
+    lab_np = lab.numpy()
+    if tissue_cfg is None:
+        labels = labels_to_original(array_to_image(lab_np, ref), volume.image)
+        return SegmentationResult(labels, logits, tokens, tuple(arr.shape), lab_np, confidence, arr, ref)
+    import SimpleITK as sitk
+
+    from medkit.ct.tissues import tissue_codes, tissues_from_codes
+
+    n = probs.shape[0]  # organs + background
+    body_m, code = tissue_codes(arr, ref, cfg.volume, tissue_cfg, max_code=255 // n - 1)
+    joint = labels_to_original(array_to_image(code * np.uint8(n) + lab_np, ref), volume.image)
+    j = sitk.GetArrayFromImage(joint)  # (Z, Y, X)
+    organ = j % np.uint8(n)
+    labels = sitk.GetImageFromArray(organ)
+    labels.CopyInformation(joint)
+    tissues = tissues_from_codes(j // np.uint8(n), volume.image, body_m, tissue_cfg)
+    return SegmentationResult(labels, logits, tokens, tuple(arr.shape), lab_np, confidence, arr, ref, tissues)
 
 
 def main(argv: list[str] | None = None) -> int:

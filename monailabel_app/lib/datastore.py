@@ -158,9 +158,10 @@ class ReportStoreMixin:
     def check_label_map(self, image_id: str, label_filename: str, tag: str) -> None:
         """A segmentation label (e.g. a CT study's ``organs`` mask) is stored only when it is a
         readable integer label map on the study image's own grid; an ``organs`` mask holds MedKit's
-        organ values (0 background, 1..8 as in the label volume ``/infer/medkit_ct`` returns)."""
+        segment values (0 background, organs 1..8 and the threshold segments lungs 9, bone 10, body 11,
+        as in the label volume ``/infer/medkit_ct`` returns; training reads the organ values only)."""
         from lib.transforms import is_ct_study
-        from medkit.ct.config import ORGANS
+        from medkit.ct.config import SEGMENT_LABELS
         from medkit.ct.volumes import VolumeInputError, check_label_map, volume_size
 
         uri = self.get_image_uri(image_id)
@@ -168,7 +169,7 @@ class ReportStoreMixin:
             size = volume_size(uri) if uri and is_ct_study(uri) else None
             if uri and size is None:
                 raise bad_request(f"{image_id} is a 2D image: its only label is the report (tag 'final')")
-            check_label_map(label_filename, size, max_value=len(ORGANS) if tag == "organs" else 255)
+            check_label_map(label_filename, size, max_value=max(SEGMENT_LABELS.values()) if tag == "organs" else 255)
         except VolumeInputError as e:
             raise bad_request(str(e).replace(str(label_filename), "uploaded label")) from None
 

@@ -83,6 +83,17 @@ def test_infer_ct_volume(local_server, ct_model_dir):
     r = post(local_server, f"/infer/medkit_ct?image={image}&output=image")
     assert r.status_code == 200 and len(r.content) > 100  # the organ label volume (NIfTI, gzip)
     assert r.content[:2] == b"\x1f\x8b"
+    assert {"lungs", "bone", "body"} <= set(obj["segmentation_labels"].values())
+    assert all("reliable" in m for m in obj["measurements"].values())
+    # the label volume as returned (organs 1..8 and lungs / bone / body 9..11) is accepted back as
+    # the study's organ mask, on a study of its own (no report: the training tests do not see it)
+    with open(CT_VOLUME, "rb") as f:
+        up = requests.put(f"{local_server.url}/datastore/image?image=ct_seg_roundtrip",
+                          files={"file": ("v.nii.gz", f)}, timeout=120)
+    assert up.status_code == 200, up.text
+    up = requests.put(f"{local_server.url}/datastore/label?image=ct_seg_roundtrip&tag=organs",
+                      files={"label": ("organs.nii.gz", r.content)}, timeout=120)
+    assert up.status_code == 200, up.text
 
 
 @pytest.mark.parametrize("path,kwargs,status,needle", [

@@ -314,3 +314,18 @@ def test_ct_submit_segmentation_train_reinfer(logic, module, slicer_server, tmp_
     assert stats["studies_with_masks"] == 2 and stats["promoted"], stats
     again = logic.generateReport(volume)
     assert again.result["model"] == stats["version"] != out.result["model"]
+
+
+def test_ct_rows_mark_organs_that_failed_the_plausibility_checks(module):
+    result = {"findings": [{"name": "Hepatomegaly", "status": "not assessable", "value": None}],
+              "measurements": {
+                  "liver": {"volume_ml": 408.8, "mean_hu": 524.6, "reliable": False,
+                            "implausible": ["mean attenuation 524.6 HU is outside -100..300 HU"]},
+                  "spleen": {"volume_ml": 223.1, "mean_hu": 45.0, "reliable": True, "implausible": []},
+                  "lungs": {"volume_ml": 116.0, "mean_hu": -750.9, "emphysema_index_pct": 0.1, "reliable": True}}}
+    rows = {r[0]: r for r in module.findingRows(result)}
+    assert rows["Liver"][1] == "not measured reliably" and "524.6 HU" in rows["Liver"][3]
+    assert "mL" not in rows["Liver"][3]  # its numbers are not stated as a measurement
+    assert rows["Spleen"][1] == "measured" and rows["Spleen"][3].startswith("223.1 mL")
+    assert "emphysema index 0.1 %" in rows["Lungs"][3]
+    assert {"lungs", "bone", "body"} <= set(module.ORGAN_COLORS) and module.HIDDEN_IN_3D == {"body"}

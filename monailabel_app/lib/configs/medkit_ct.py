@@ -28,10 +28,12 @@ logger = logging.getLogger(__name__)
 class MedkitCt(TaskConfig):
     def init(self, name: str, model_dir: str, conf: Dict[str, str], planner: Any, **kwargs):
         super().init(name, model_dir, conf, planner, **kwargs)
-        from medkit.ct.config import CTEncoderConfig
+        from medkit.ct.config import CTEncoderConfig, segment_labels
         from medkit.ct.report import default_ct_model_dir
 
-        self.labels = {organ: i for i, organ in enumerate(CTEncoderConfig().organs, 1)}
+        # organs 1..8 (what the student segments and the trainer learns), then the threshold
+        # segments (lungs, bone, body) that the infer task's label volume also holds
+        self.labels = segment_labels(CTEncoderConfig().organs)
         base = conf.get("ct_model_path", "") or None
         if base and not os.path.isfile(os.path.join(base, "config.json")):
             raise ValueError(f"--conf ct_model_path {base}: not a MedKit CT model directory (no config.json)")

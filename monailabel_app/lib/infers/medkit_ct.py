@@ -2,8 +2,9 @@
 
 The image is a NIfTI / NRRD volume or a DICOM series folder, read on its native grid by
 ``medkit.ct`` (no slicing into 2D, no cubic resize). The result JSON holds the report, the
-measured findings, knowledge triples, organ measurements and warnings; the organ label volume
-(input geometry, organ values 1..8 as in ``segmentation_labels``) is the label image that
+measured findings, knowledge triples, organ measurements (with ``reliable`` / ``implausible`` from
+the plausibility checks) and warnings; the label volume (input geometry; organ values 1..8, then
+lungs 9, bone 10, body 11, as in ``segmentation_labels``) is the label image that
 ``output=image`` / ``output=all`` return.
 """
 

@@ -4,7 +4,8 @@
    split, seeded, into train and a held-out validation part (``val_split``; at least one each).
    A study's optional organ mask is its ``organs`` label (``PUT /datastore/label?image=ID&tag=organs``
    with a ``.nii.gz`` label map in MedKit's organ values 1..8, the values of the label volume
-   ``/infer/medkit_ct`` returns: correct that volume and submit it). The report trains the
+   ``/infer/medkit_ct`` returns: correct that volume and submit it; its threshold segments, values
+   9..11, are not learned and read as background). The report trains the
    student's label head (labels from :func:`medkit.ct.labels.label_ct_report`); the mask trains
    its segmentation (Dice + cross-entropy). A study without a mask says so in the task log.
 2. The current CT model (the last promoted version, else the base model) is loaded; its
