@@ -119,7 +119,8 @@ def evaluate(data: str | Path, split: str, model_dir: str | Path | None = None, 
     if not studies:
         raise ValueError(f"{data}: no usable study in split {split!r}")
     refs = [s.report for s in studies]
-    hyps, latencies, stated, probs = [], [], [], []
+    hyps, latencies, probs = [], [], []
+    edits: dict[str, list[list[str]]] = {"stated_findings": [], "hedged_findings": [], "withdrawn_findings": []}
     for s in tqdm(studies, desc=f"generating ({split})"):
         t0 = time.perf_counter()
         present = [i for i, p in enumerate(s.images) if p.exists()]
@@ -128,14 +129,15 @@ def evaluate(data: str | Path, split: str, model_dir: str | Path | None = None, 
                                       state_findings=state_findings, **(decode or {}))
         latencies.append(time.perf_counter() - t0)
         hyps.append(out["report"])
-        stated.append(out["stated_findings"])
+        for key, found in edits.items():
+            found.append(out.get(key, []))
         probs.append([f["probability"] for f in out["findings"]])
     result = {
         "n_studies": len(studies), "split": split, "model": score(refs, hyps),
         "findings_head": head_metrics(refs, np.array(probs)),
         "latency_s": {"p50": float(np.percentile(latencies, 50)), "p95": float(np.percentile(latencies, 95))},
-        # how often the report had to be made to state a flagged finding (medkit.consistency)
-        "stated_findings": {"studies": sum(1 for f in stated if f), "findings": sum(map(len, stated))},
+        # how often the report was edited to agree with the findings table (medkit.consistency)
+        **{key: {"studies": sum(1 for f in found if f), "findings": sum(map(len, found))} for key, found in edits.items()},
         "examples": [{"id": s.id, "reference": r, "generated": h} for s, r, h in list(zip(studies, refs, hyps))[:5]],
     }
     if floors:
@@ -184,6 +186,10 @@ def markdown_table(result: dict) -> str:
         lines.append(f"\nfindings head: mean AUC {_cell(head_.get('mean_auc'))} over the {len(head_.get('mean_over', []))} "
                      f"observations with >= {head_.get('min_positives')} positives (labeler-positive references); "
                      f"{_cell(head_.get('auc_uncertain_positive', {}).get('mean_auc'))} counting uncertain as positive")
+    edits = [f"{key.split('_')[0]} {result[key]['findings']} in {result[key]['studies']} studies"
+             for key in ("stated_findings", "hedged_findings", "withdrawn_findings") if key in result]
+    if edits:
+        lines.append("\nreport edits to agree with the findings table (medkit.consistency): " + ", ".join(edits))
     lat = result["latency_s"]
     lines.append(f"\n{result['n_studies']} studies ({result['split']}); latency p50 {lat['p50']:.2f} s, "
                  f"p95 {lat['p95']:.2f} s per study; peak RSS {result['peak_rss_mb']:.0f} MB")

@@ -243,3 +243,12 @@ def test_module_self_test_runs_on_mrml(module, monkeypatch):
     monkeypatch.setattr(slicer, "mrmlScene", slicer.vtkMRMLScene(), raising=False)
     result = module.MedKitSlicerTest("runTest").run()
     assert result.wasSuccessful(), result.errors + result.failures
+
+
+def test_borderline_findings_go_back_as_uncertain_and_undetermined(module):
+    """The findings table's borderline decision (medkit.consistency): the report label the server
+    accepts calls it uncertain, the module's SR codes it Undetermined."""
+    found = {"name": "Pleural Effusion", "status": "borderline", "probability": 0.3}
+    assert module.reportFinding(found) == {"name": "Pleural Effusion", "status": "uncertain", "probability": 0.3}
+    assert module.reportFinding({**found, "status": "positive"})["status"] == "positive"
+    assert module.STATUS_CODES["borderline"] == module.UNDETERMINED != module.STATUS_CODES["negative"]
