@@ -328,8 +328,11 @@ class MedKitSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.util.setSliceViewerLayers(background=volume, fit=True)
             self.setStatus(f"Report for {imageId}; organ segmentation '{seg.GetName()}' loaded.")
         else:
-            stated = result.get("stated_findings") or []  # sentences the server added from the findings table
-            note = f" Stated from the findings table: {', '.join(stated)}." if stated else ""
+            note = ""  # what the server changed in the generator's text to agree with the findings table
+            for key, verb in (("stated_findings", "Stated"), ("hedged_findings", "Hedged"),
+                              ("withdrawn_findings", "Withdrawn")):
+                if result.get(key):
+                    note += f" {verb} from the findings table: {', '.join(result[key])}."
             self.setStatus(f"Report for {imageId} ({result.get('model', 'model')}).{note}")
         for warning in result.get("warnings", []):
             self.setStatus(f"{self.ui.statusLabel.text} Warning: {warning}")
@@ -1029,8 +1032,9 @@ def findingRows(result: dict) -> list:
 def reportFinding(f: dict) -> dict:
     """A result finding in the form the server's report label takes."""
     out = {"name": str(f.get("name", ""))}
-    if f.get("status") in REPORT_STATUSES:
-        out["status"] = f["status"]
+    status = "uncertain" if f.get("status") == "borderline" else f.get("status")  # the table's borderline decision
+    if status in REPORT_STATUSES:
+        out["status"] = status
     if isinstance(f.get("probability"), (int, float)):
         out["probability"] = float(f["probability"])
     return out
@@ -1101,8 +1105,9 @@ def sourceDicom(volumeNode):
 # ---- DICOM Comprehensive SR, self-contained (pydicom only) -------------------------------
 COMPREHENSIVE_SR = "1.2.840.10008.5.1.4.1.1.88.33"
 SCHEME = "99MEDKIT"
-STATUS_CODES = {"positive": ("52101004", "SCT", "Present"), "negative": ("2667000", "SCT", "Absent")}
 UNDETERMINED = ("373068000", "SCT", "Undetermined")
+STATUS_CODES = {"positive": ("52101004", "SCT", "Present"), "negative": ("2667000", "SCT", "Absent"),
+                "borderline": UNDETERMINED}
 UCUM = {"mL": ("mL", "milliliter"), "HU": ("[hnsf'U]", "Hounsfield unit"), "": ("1", "no units")}
 
 

@@ -7,12 +7,24 @@ Findings on IU X-ray are rare (cardiomegaly in about 8 % of training reports, pl
 so a student trained with binary cross-entropy gives most true positives a probability well below
 0.5: with one global threshold of 0.5 the shipped student called no pleural effusion, atelectasis
 or support device in the whole val split, the knowledge prompt said "none" for nearly every study
-and the report could only be normal. Each observation gets the threshold that maximises its F1
-against the labeler's labels of the *training* reports (val stays for selection and reporting);
-an observation with fewer than ``MIN_POSITIVES`` training positives, or whose best F1 stays under
-``MIN_F1`` (the student cannot find it even on its own training data, so flagging it would only put
-noise into the prompt), keeps ``generator.finding_threshold``. ``medkit train`` fits them at the end of a run; this command
-refits a model that exists. Only ``config.json`` changes: the weights are not touched.
+and the report could only be normal. Two thresholds per observation are fitted against the
+labeler's labels of the *training* reports (val stays for selection and reporting):
+
+- ``finding_thresholds``, the *flag* threshold: the one that maximises F1 (labels: positive or
+  uncertain, the U-Ones targets the head is trained on). A flagged finding drives the knowledge
+  prompt. An observation with fewer than ``MIN_POSITIVES`` training positives, or whose best F1
+  stays under ``MIN_F1`` (the student cannot find it even on its own training data, so flagging it
+  would only put noise into the prompt), keeps ``generator.finding_threshold``.
+- ``statement_thresholds``, the *statement* threshold: the lowest one, at or above the flag
+  threshold, at which at least ``MIN_STATED`` training studies are flagged and the precision
+  against the labeler's *positive* labels (the labels clinical efficacy scores) reaches
+  ``generator.statement_precision``; 1.0 where none does. Only findings at or above it are stated
+  in the report as present (``medkit.consistency``): tuned for F1, the rare classes were flagged at
+  thresholds as low as 0.12, and a report stating each such finding asserted a pneumothorax on a
+  normal film.
+
+``medkit train`` fits them at the end of a run; this command refits a model that exists. Only
+``config.json`` changes: the weights are not touched.
 """
 
 from __future__ import annotations
@@ -32,6 +44,7 @@ logger = logging.getLogger(__name__)
 GRID = tuple(round(0.04 + 0.02 * i, 2) for i in range(44))  # 0.04 .. 0.90
 MIN_POSITIVES = 5
 MIN_F1 = 0.2
+MIN_STATED = 5  # a statement threshold's precision is measured on at least this many flagged studies
 
 
 def f1(labels: np.ndarray, predicted: np.ndarray) -> float:
@@ -63,14 +76,53 @@ def fit_thresholds(probs: np.ndarray, labels: np.ndarray, default: float, min_po
     return thresholds, rows
 
 
-def fit_model_thresholds(cfg: MedKitConfig, probs: np.ndarray, labels: np.ndarray) -> list[dict]:
-    """Fit ``cfg.generator.finding_thresholds`` to the student's probabilities (N, C) on the
-    training studies and their labels (N, C); returns the per-observation rows."""
+def precision(labels: np.ndarray, predicted: np.ndarray) -> float:
+    n = int(np.sum(predicted))
+    return float(np.sum(labels & predicted)) / n if n else 0.0
+
+
+def fit_statement_thresholds(probs: np.ndarray, labels: np.ndarray, flag_thresholds: list[float], target: float,
+                             min_stated: int = MIN_STATED) -> tuple[list[float], list[dict]]:
+    """probs, labels (N, C) -> (statement threshold per observation, rows): the lowest grid value
+    >= the flag threshold where at least ``min_stated`` studies are called and the precision
+    reaches ``target``; 1.0 (never stated) where none does."""
+    if probs.shape != labels.shape or probs.ndim != 2 or len(flag_thresholds) != probs.shape[1]:
+        raise ValueError(f"probs {probs.shape}, labels {labels.shape} and {len(flag_thresholds)} flag thresholds "
+                         "must agree on (N, C)")
+    positive = labels > 0.5
+    thresholds, rows = [], []
+    for j, flag in enumerate(flag_thresholds):
+        y, p = positive[:, j], probs[:, j]
+        t = next((t for t in sorted({flag, *GRID}) if t >= flag and (p >= t).sum() >= min_stated
+                  and precision(y, p >= t) >= target), 1.0)
+        thresholds.append(float(t))
+        rows.append({"statement_threshold": float(t), "stated": int((p >= t).sum()) if t < 1.0 else 0,
+                     "precision": round(precision(y, p >= t), 4) if t < 1.0 else None,
+                     "precision_at_flag": round(precision(y, p >= flag), 4), "strict_positives": int(y.sum())})
+    return thresholds, rows
+
+
+def fit_model_thresholds(cfg: MedKitConfig, probs: np.ndarray, labels: np.ndarray,
+                         positive_labels: np.ndarray | None = None) -> list[dict]:
+    """Fit ``cfg.generator.finding_thresholds`` (F1 against ``labels``, (N, C)) and
+    ``cfg.generator.statement_thresholds`` (precision against ``positive_labels``, (N, C); default
+    ``labels``) to the student's probabilities (N, C) on the training studies; returns the
+    per-observation rows."""
     thresholds, rows = fit_thresholds(probs, labels, cfg.generator.finding_threshold)
     cfg.generator.finding_thresholds = tuple(thresholds)
-    for name, row in zip(cfg.observations, rows):
-        row["observation"] = name
+    stating, srows = fit_statement_thresholds(probs, labels if positive_labels is None else positive_labels,
+                                              thresholds, cfg.generator.statement_precision)
+    cfg.generator.statement_thresholds = tuple(stating)
+    for name, row, srow in zip(cfg.observations, rows, srows):
+        row.update(srow, observation=name)
     return rows
+
+
+def positive_label_matrix(reports: list[str], observations) -> np.ndarray:
+    """(N, C) booleans: the labeler calls the observation positive in the report (uncertain is not)."""
+    from medkit.labeler import Status, label_report
+
+    return np.array([[label_report(r)[o] is Status.POSITIVE for o in observations] for r in reports])
 
 
 def calibrate(model_dir: str | Path | None, data: str | Path) -> list[dict]:
@@ -88,14 +140,20 @@ def calibrate(model_dir: str | Path | None, data: str | Path) -> list[dict]:
     if cfg.train.limit:
         studies = studies[: cfg.train.limit]
     train = StudyTensors(studies, cfg)
-    rows = fit_model_thresholds(cfg, encode_studies(load_student(model_dir, cfg), train).probs, train.label_matrix())
+    rows = fit_model_thresholds(cfg, encode_studies(load_student(model_dir, cfg), train).probs, train.label_matrix(),
+                                positive_label_matrix([s.report for s in train.studies], cfg.observations))
     atomic_write(model_dir / CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2) + "\n")
     logger.info("thresholds written to %s", model_dir / CONFIG_FILE)
     return rows
 
 
 def markdown_table(rows: list[dict]) -> str:
-    lines = ["| observation | threshold | train positives | predicted | train F1 | F1 at default |", "|---" * 6 + "|"]
-    lines += [f"| {r['observation']} | {r['threshold']:.2f} | {r['positives']} | {r['predicted']} | {r['f1']:.3f} | "
-              f"{r['f1_at_default']:.3f} |" for r in rows]
+    lines = ["| observation | flag threshold | train positives | flagged | train F1 | F1 at default | statement threshold "
+             "| stated | precision (positive labels) |", "|---" * 9 + "|"]
+    for r in rows:
+        prec = "n/a" if r.get("precision") is None else f"{r['precision']:.3f}"
+        never = r.get("statement_threshold", 1.0) >= 1.0
+        lines.append(f"| {r['observation']} | {r['threshold']:.2f} | {r['positives']} | {r['predicted']} | {r['f1']:.3f} | "
+                     f"{r['f1_at_default']:.3f} | {'never' if never else format(r['statement_threshold'], '.2f')} | "
+                     f"{r.get('stated', 0)} | {prec} |")
     return "\n".join(lines)

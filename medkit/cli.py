@@ -65,7 +65,7 @@ def _add_generate(sub) -> None:
     p.add_argument("--num-beams", type=int)
     p.add_argument("--max-new-tokens", type=int)
     p.add_argument("--no-state-findings", action="store_true",
-                   help="chest X-ray: the generator's text alone, without stating the flagged findings it leaves out")
+                   help="chest X-ray: the generator's text alone, not made to agree with the findings table")
     p.add_argument("--sr", metavar="FILE", help="also write a DICOM Structured Report referencing the DICOM inputs")
 
 
@@ -77,10 +77,14 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--lm", help="override the language model directory")
     p.add_argument("--out", help="write the full result as JSON")
     p.add_argument("--limit", type=int, help="score only the first N studies")
-    p.add_argument("--no-floors", action="store_true", help="skip the most-frequent and nearest-neighbour floors")
+    p.add_argument("--no-floors", action="store_true",
+                   help="skip the most-frequent, nearest-neighbour and consensus floors")
+    p.add_argument("--examples", action="store_true",
+                   help="keep five reference/generated report pairs in the --out JSON (off: the dataset's "
+                        "licence may forbid sharing its report text)")
     p.add_argument("--num-beams", type=int)
     p.add_argument("--no-state-findings", action="store_true",
-                   help="chest X-ray: the generator's text alone, without stating the flagged findings it leaves out")
+                   help="chest X-ray: the generator's text alone, not made to agree with the findings table")
 
 
 def _add_evaluate_ct(sub) -> None:
@@ -195,8 +199,10 @@ def cmd_generate(args) -> int:
         print(json.dumps(result, indent=2))
     else:
         print(result["report"])
-        pos = [f"{f['name']} ({f['probability']:.2f})" for f in result["findings"] if f["status"] == "positive"]
-        print("\nFindings: " + (", ".join(pos) or "none above threshold"))
+        for status in ("positive", "borderline"):
+            names = [f"{f['name']} ({f['probability']:.2f})" for f in result["findings"] if f["status"] == status]
+            print(f"\n{status.capitalize()} findings: " + (", ".join(names) or "none"), end="")
+        print()
     return 0
 
 
@@ -207,6 +213,8 @@ def cmd_evaluate(args) -> int:
                       floors=not args.no_floors, state_findings=False if args.no_state_findings else None)
     print(markdown_table(result))
     if args.out:
+        if not args.examples:
+            result.pop("examples", None)
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     return 0
 

@@ -62,10 +62,21 @@ class GeneratorConfig:
     max_knowledge_tokens: int = 48
     max_report_tokens: int = 96
     max_triples_per_finding: int = 2
-    finding_threshold: float = 0.5  # predicted probability above which a finding is positive (drives the prompt)
-    # One threshold per observation (MedKitConfig.observations order), fitted on the training split
-    # by `medkit calibrate` (medkit.calibrate); empty: finding_threshold for every observation.
+    finding_threshold: float = 0.5  # predicted probability above which a finding is flagged (drives the prompt)
+    # One threshold per observation (MedKitConfig.observations order), fitted for F1 on the training
+    # split by `medkit calibrate` (medkit.calibrate); empty: finding_threshold for every observation.
+    # A finding at or above it is flagged: it drives the knowledge prompt and is at least "borderline".
     finding_thresholds: tuple[float, ...] = ()
+    # Per observation, the probability at or above which a flagged finding is "positive" and the
+    # report states it: the lowest threshold whose precision on the training split reaches
+    # statement_precision (medkit.calibrate); 1.0: never positive. Flagged findings below it are
+    # "borderline". Empty: every flagged finding is positive (configs older than this field).
+    statement_thresholds: tuple[float, ...] = ()
+    statement_precision: float = 0.4  # target precision of the fit above (chosen on IU val: README)
+    # What the report does with a borderline finding (medkit.consistency.align_report): "hedge" states
+    # it hedged ("Possible pleural effusion."), "hedge_stated" hedges it only where the generator
+    # stated it, "table" leaves it to the findings table (the report neither states nor hedges it).
+    borderline: str = "hedge_stated"
     question: str = "Write the findings section of the chest X-ray report."
     # decoding
     num_beams: int = 3
@@ -88,8 +99,9 @@ class GeneratorConfig:
     draft_tokens: int = 4
     draft_min_reports: int = 5
     draft_min_share: float = 0.3
-    # Chest X-ray: the report states every finding the findings table calls positive
-    # (medkit.consistency); sentences negating one are replaced by a plain statement of it.
+    # Chest X-ray: the report agrees with the findings table (medkit.consistency.align_report): it
+    # states the positive findings, hedges or leaves out the borderline ones, and withdraws sentences
+    # asserting a finding the table calls negative.
     state_findings: bool = True
 
     def __post_init__(self) -> None:
@@ -101,6 +113,11 @@ class GeneratorConfig:
         bad = [t for t in (self.finding_threshold, *self.finding_thresholds) if not 0.0 < t < 1.0]
         if bad:
             raise ValueError(f"finding thresholds must lie strictly between 0 and 1, got {bad}")
+        bad = [t for t in (self.statement_precision, *self.statement_thresholds) if not 0.0 < t <= 1.0]
+        if bad:
+            raise ValueError(f"statement_precision and statement_thresholds must lie in (0, 1], got {bad}")
+        if self.borderline not in ("hedge", "hedge_stated", "table"):
+            raise ValueError(f"borderline must be 'hedge', 'hedge_stated' or 'table', got {self.borderline!r}")
 
     def thresholds(self, n: int) -> list[float]:
         """The positive-finding threshold of each of ``n`` observations."""
@@ -109,6 +126,16 @@ class GeneratorConfig:
         if len(self.finding_thresholds) != n:
             raise ValueError(f"finding_thresholds has {len(self.finding_thresholds)} values for {n} observations")
         return list(self.finding_thresholds)
+
+    def positive_thresholds(self, n: int) -> list[float]:
+        """The probability at or above which each of ``n`` observations is positive (stated); a
+        value of 1.0 or more means never. Without ``statement_thresholds``: ``thresholds(n)``."""
+        flagged = self.thresholds(n)
+        if not self.statement_thresholds:
+            return flagged
+        if len(self.statement_thresholds) != n:
+            raise ValueError(f"statement_thresholds has {len(self.statement_thresholds)} values for {n} observations")
+        return [max(f, s) for f, s in zip(flagged, self.statement_thresholds)]
 
 
 @dataclass

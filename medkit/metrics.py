@@ -25,6 +25,8 @@ import shutil
 import threading
 from collections.abc import Callable, Mapping, Sequence
 
+import numpy as np
+
 logger = logging.getLogger(__name__)
 
 # Characters R2Gen's sentence cleaner deletes. Its pattern is written '[.,?;*!%^&_+():-\[\]{}]',
@@ -267,3 +269,143 @@ def clinical_efficacy(
         "per_observation": per_obs,
         "n": len(references),
     }
+
+
+# ---- floors and findings-head metrics (medkit evaluate) ---------------------------------------
+_BLEU_TINY, _BLEU_SMALL = 1e-15, 1e-9  # pycocoevalcap bleu_scorer.py's smoothing constants
+
+
+def sentence_bleu_matrix(texts: Sequence[str], n: int = 4) -> np.ndarray:
+    """(U, U) matrix: pycocoevalcap's per-sentence BLEU-``n`` of ``texts[i]`` (hypothesis) against
+    ``texts[j]`` (its single reference), on whitespace tokens of the texts as given.
+
+    Exactly the per-sentence scores ``Bleu(n).compute_score`` returns (its second value): clipped
+    n-gram matches + 1e-15 over hypothesis n-grams + 1e-9, geometric mean over 1..n, brevity
+    penalty ``exp(1 - ref_len / hyp_len)`` when the hypothesis is shorter. Computed for all pairs at
+    once from an inverted index of n-grams (a pair's clipped matches add ``min`` of the two counts
+    for every n-gram they share), so 1,500 texts take seconds instead of 2 million scorer calls.
+    """
+    toks = [t.split() for t in texts]
+    lengths = np.array([len(t) for t in toks], dtype=np.float64)
+    size = len(toks)
+    score = np.ones((size, size))
+    for k in range(1, n + 1):
+        postings: dict[tuple[str, ...], list[tuple[int, int]]] = {}
+        for i, words in enumerate(toks):
+            counts: dict[tuple[str, ...], int] = {}
+            for p in range(len(words) - k + 1):
+                g = tuple(words[p:p + k])
+                counts[g] = counts.get(g, 0) + 1
+            for g, c in counts.items():
+                postings.setdefault(g, []).append((i, c))
+        correct = np.zeros((size, size))
+        for plist in postings.values():
+            idx = np.fromiter((i for i, _ in plist), dtype=np.int64, count=len(plist))
+            cnt = np.fromiter((c for _, c in plist), dtype=np.float64, count=len(plist))
+            correct[np.ix_(idx, idx)] += np.minimum.outer(cnt, cnt)
+        guess = np.maximum(0.0, lengths - k + 1)
+        score *= (correct + _BLEU_TINY) / (guess[:, None] + _BLEU_SMALL)
+    bleu = score ** (1.0 / n)
+    ratio = (lengths[:, None] + _BLEU_TINY) / (lengths[None, :] + _BLEU_SMALL)
+    short = ratio < 1
+    bleu[short] *= np.exp(1 - 1 / ratio[short])
+    return bleu
+
+
+def consensus_report(reports: Sequence[str], n: int = 4) -> tuple[str, float]:
+    """The report with the highest mean sentence BLEU-``n`` to the *other* reports, and that mean.
+
+    Reports are R2Gen-normalised first (``normalize_report``; empty ones dropped); identical
+    normalised reports are scored once and weighted by how often they occur, so the mean for report
+    i is ``(sum_j count_j * BLEU(i, j) - BLEU(i, i)) / (N - 1)`` over the N reports: every other
+    report counts, a duplicate of i included, i itself not. BLEU is :func:`sentence_bleu_matrix`
+    (pycocoevalcap's per-sentence BLEU, i as hypothesis). Ties go to the more frequent report,
+    then to the alphabetically first. The floor ``medkit evaluate`` gives every study this report
+    of the *training* split.
+    """
+    counts: dict[str, int] = {}
+    for r in reports:
+        t = normalize_report(r)
+        if t:
+            counts[t] = counts.get(t, 0) + 1
+    total = sum(counts.values())
+    if total < 2:
+        raise ValueError(f"a consensus report needs at least 2 non-empty reports, got {total}")
+    texts = sorted(counts)
+    weights = np.array([counts[t] for t in texts], dtype=np.float64)
+    bleu = sentence_bleu_matrix(texts, n)
+    means = (bleu @ weights - np.diag(bleu)) / (total - 1)
+    best = max(range(len(texts)), key=lambda i: (round(float(means[i]), 12), counts[texts[i]], [-ord(c) for c in texts[i]]))
+    return texts[best], float(means[best])
+
+
+def roc_auc(labels: Sequence[bool], scores: Sequence[float]) -> float | None:
+    """Area under the ROC curve (Mann-Whitney U with average ranks for ties, as sklearn's
+    ``roc_auc_score``); None when ``labels`` holds only one class."""
+    y = np.asarray(labels, dtype=bool)
+    s = np.asarray(scores, dtype=np.float64)
+    if y.shape != s.shape or y.ndim != 1:
+        raise ValueError(f"labels {y.shape} and scores {s.shape} must be the same 1-D shape")
+    pos = int(y.sum())
+    neg = len(y) - pos
+    if pos == 0 or neg == 0:
+        return None
+    _, inverse, tie_counts = np.unique(s, return_inverse=True, return_counts=True)
+    ends = np.cumsum(tie_counts)
+    ranks = (ends - (tie_counts - 1) / 2.0)[inverse]  # 1-based average rank of each score
+    return float((ranks[y].sum() - pos * (pos + 1) / 2.0) / (pos * neg))
+
+
+def findings_auc(probs, labels, observations: Sequence[str], min_positives: int = 10) -> dict:
+    """AUC of each observation's probabilities (N, C) against binary labels (N, C).
+
+    Returns ``{"per_observation": {obs: {"auc", "positives"}}, "mean_auc", "mean_over",
+    "min_positives"}``: ``mean_auc`` averages the observations with at least ``min_positives``
+    positive labels (``mean_over`` names them; None when there is none)."""
+    probs, labels = np.asarray(probs, dtype=np.float64), np.asarray(labels, dtype=bool)
+    if probs.shape != labels.shape or probs.ndim != 2 or probs.shape[1] != len(observations):
+        raise ValueError(f"probs {probs.shape} and labels {labels.shape} must both be (N, {len(observations)})")
+    per_obs = {obs: {"auc": roc_auc(labels[:, j], probs[:, j]), "positives": int(labels[:, j].sum())}
+               for j, obs in enumerate(observations)}
+    over = [o for o, v in per_obs.items() if v["positives"] >= min_positives and v["auc"] is not None]
+    mean = sum(per_obs[o]["auc"] for o in over) / len(over) if over else None
+    return {"per_observation": per_obs, "mean_auc": mean, "mean_over": over, "min_positives": min_positives}
+
+
+def false_alarms(
+    references: Sequence[str],
+    hypotheses: Sequence[str],
+    label_fn: Callable[[Sequence[str]], Sequence[Mapping[str, object]]] | None = None,
+) -> dict:
+    """How often a report states a finding on a study whose reference states none.
+
+    A reference is *normal* when the labeler (default ``medkit.labeler.label_reports``) finds no
+    positive observation other than "No Finding" in it (support devices count as a finding, as in
+    every other CE number here). A hypothesis on a normal study is a false alarm when it states one
+    positively (``false_alarm_rate``); ``false_alarm_rate_hedged`` also counts a hedged statement
+    ("possible effusion": labeler uncertain), so hedging cannot hide an alarm.
+
+    Returns ``{"false_alarm_rate", "false_alarm_rate_hedged", "normal_studies", "false_alarms",
+    "false_alarms_hedged", "by_observation": {obs: false alarms}}``; the rates are None when no
+    reference is normal.
+    """
+    _check_pairs(references, hypotheses)
+    if label_fn is None:
+        from medkit.labeler import label_reports as label_fn
+    ref_labels, hyp_labels = list(label_fn(list(references))), list(label_fn(list(hypotheses)))
+
+    def stated(labels: Mapping[str, object], hedged: bool) -> list[str]:
+        keep = ("positive", "uncertain") if hedged else ("positive",)
+        return [o for o, s in labels.items() if o != "No Finding" and s in keep]
+
+    normal = [i for i, lab in enumerate(ref_labels) if not stated(lab, hedged=False)]
+    alarms = [i for i in normal if stated(hyp_labels[i], hedged=False)]
+    hedged = [i for i in normal if stated(hyp_labels[i], hedged=True)]
+    by_obs: dict[str, int] = {}
+    for i in alarms:
+        for o in stated(hyp_labels[i], hedged=False):
+            by_obs[o] = by_obs.get(o, 0) + 1
+    n = len(normal)
+    return {"false_alarm_rate": len(alarms) / n if n else None, "false_alarm_rate_hedged": len(hedged) / n if n else None,
+            "normal_studies": n, "false_alarms": len(alarms), "false_alarms_hedged": len(hedged),
+            "by_observation": dict(sorted(by_obs.items(), key=lambda kv: -kv[1]))}

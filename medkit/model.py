@@ -62,17 +62,31 @@ def stack_views(arrays: Sequence[np.ndarray], size: int, max_views: int) -> tupl
     return x, torch.ones(1, len(views), dtype=torch.bool)
 
 
-def findings_from_probs(probs: Sequence[float], thresholds: Sequence[float]) -> list[dict]:
-    """One entry per observation: probability, the threshold it was compared with, status."""
-    if not len(probs) == len(thresholds) == len(OBSERVATIONS):
-        raise ValueError(f"{len(probs)} probabilities and {len(thresholds)} thresholds for {len(OBSERVATIONS)} observations")
-    return [{"name": name, "probability": round(float(p), 4), "threshold": round(float(t), 4),
-             "status": "positive" if p >= t else "negative"} for name, p, t in zip(OBSERVATIONS, probs, thresholds)]
+def findings_from_probs(probs: Sequence[float], thresholds: Sequence[float],
+                        positive_thresholds: Sequence[float] | None = None) -> list[dict]:
+    """One entry per observation: probability, thresholds, status.
+
+    ``status`` is "positive" at or above ``threshold`` (the observation's positive threshold,
+    ``positive_thresholds``; 1.0 or more: never positive), "borderline" at or above
+    ``borderline_threshold`` (``thresholds``: flagged, below positive), else "negative". Without
+    ``positive_thresholds`` every flagged finding is positive (no borderline)."""
+    positive_thresholds = thresholds if positive_thresholds is None else positive_thresholds
+    if not len(probs) == len(thresholds) == len(positive_thresholds) == len(OBSERVATIONS):
+        raise ValueError(f"{len(probs)} probabilities and {len(thresholds)} / {len(positive_thresholds)} thresholds "
+                         f"for {len(OBSERVATIONS)} observations")
+    out = []
+    for name, p, t, s in zip(OBSERVATIONS, probs, thresholds, positive_thresholds):
+        s = max(s, t)
+        status = "positive" if s < 1.0 and p >= s else "borderline" if p >= t else "negative"
+        out.append({"name": name, "probability": round(float(p), 4), "threshold": round(float(s), 4),
+                    "borderline_threshold": round(float(t), 4), "status": status})
+    return out
 
 
 def prompt_findings(findings: list[dict]) -> list[str]:
-    """Positive findings that drive the knowledge prompt ("No Finding" drives the normal prompt)."""
-    return [f["name"] for f in findings if f["status"] == "positive" and f["name"] != "No Finding"]
+    """Flagged findings (positive or borderline) that drive the knowledge prompt ("No Finding"
+    drives the normal prompt)."""
+    return [f["name"] for f in findings if f["status"] in ("positive", "borderline") and f["name"] != "No Finding"]
 
 
 def with_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -150,7 +164,8 @@ class MedKitCXR(torch.nn.Module):
         x, mask = stack_views(arrays, self.cfg.encoder.image_size, self.cfg.encoder.max_views)
         enc = self.student(x, mask)
         probs = torch.sigmoid(enc.logits)[0].tolist()
-        findings = findings_from_probs(probs, self.cfg.generator.thresholds(len(probs)))
+        gcfg = self.cfg.generator
+        findings = findings_from_probs(probs, gcfg.thresholds(len(probs)), gcfg.positive_thresholds(len(probs)))
         prompt, triples = self.knowledge_for(prompt_findings(findings))
         return enc.tokens, enc.token_mask, prompt, findings, triples
 
@@ -158,15 +173,18 @@ class MedKitCXR(torch.nn.Module):
     def report_from_arrays(self, arrays: Sequence[np.ndarray], state_findings: bool | None = None, **decode) -> dict:
         """One study (its views as (H, W) 0..1 arrays) -> report, findings, knowledge.
 
-        ``state_findings`` (default ``generator.state_findings``) makes the report state every
-        finding the table calls positive (:mod:`medkit.consistency`); ``stated_findings`` lists
-        those the generator had left out or negated."""
+        ``state_findings`` (default ``generator.state_findings``) makes the report agree with the
+        findings table (:func:`medkit.consistency.align_report`): ``stated_findings`` lists the
+        positive findings it had to state, ``hedged_findings`` the borderline ones it hedged,
+        ``withdrawn_findings`` those the table calls negative whose sentences it withdrew."""
         tokens, mask, prompt, findings, triples = self.generator_inputs(arrays)
         report = self.generator.generate(tokens, mask, [prompt], **decode)[0]
-        stated = []
+        edits = {"stated": [], "hedged": [], "withdrawn": []}
         if self.cfg.generator.state_findings if state_findings is None else state_findings:
-            report, stated = consistency.state_findings(report, prompt_findings(findings))
-        return {"report": report, "findings": findings, "stated_findings": stated,
+            report, edits = consistency.align_report(report, {f["name"]: f["status"] for f in findings},
+                                                     self.cfg.generator.borderline)
+        return {"report": report, "findings": findings, "stated_findings": edits["stated"],
+                "hedged_findings": edits["hedged"], "withdrawn_findings": edits["withdrawn"],
                 "knowledge": [str(t) for t in triples], "modality": "CXR"}
 
     def load_views(self, paths: Sequence[str | Path], views: list[str | None] | None = None) -> list[np.ndarray]:

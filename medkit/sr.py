@@ -138,13 +138,15 @@ def build_report_sr(result: dict, sources: Sequence, *, final: bool = False, ser
             algorithm_version = "unknown"
 
     present, absent = _code("52101004", "Present", "SCT"), _code("2667000", "Absent", "SCT")
+    undetermined = _code("373068000", "Undetermined", "SCT")  # a borderline finding (medkit.consistency)
+    values = {"positive": present, "borderline": undetermined}
     finding_items = [TextContentItem(name=_code("121071", "Finding", "DCM"), value=result["report"].strip(),
                                      relationship_type="CONTAINS")]
     for f in result.get("findings") or []:
         if f.get("status") == "not assessable":
             continue  # CT: the organ was not found or not measured reliably; coded "Absent" it would be a claim
         item = CodeContentItem(name=observation_code(f["name"]),
-                               value=present if f.get("status") == "positive" else absent,
+                               value=values.get(f.get("status"), absent),
                                relationship_type="CONTAINS")
         if f.get("probability") is not None:
             item.ContentSequence = ContentSequence([NumContentItem(
@@ -211,7 +213,8 @@ def read_report_sr(sr) -> dict:
                 if sub.ValueType == "TEXT" and sname.CodeValue == "121071":
                     out["report"] = sub.TextValue
                 elif sub.ValueType == "CODE" and sname.CodingSchemeDesignator == SCHEME:
-                    status = "positive" if sub.ConceptCodeSequence[0].CodeValue == "52101004" else "negative"
+                    status = {"52101004": "positive", "373068000": "borderline"}.get(
+                        sub.ConceptCodeSequence[0].CodeValue, "negative")
                     prob = None
                     for prop in sub.get("ContentSequence", []):
                         if prop.ValueType == "NUM":

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from medkit.calibrate import fit_model_thresholds
+from medkit.calibrate import fit_model_thresholds, positive_label_matrix
 from medkit.config import ConfigFile, MedKitConfig
 from medkit.files import atomic_write
 from medkit.data import Study, load_studies
@@ -495,7 +495,8 @@ def train_generator(cfg: MedKitConfig, student: CXREncoder, train: StudyTensors,
              epoch_items=generator_epoch_items(train.findings, cfg.train.normal_keep, cfg.train.seed))
     mark_done(out, "generator", d)
     gen.learn_report_text([s.report for s in train.studies])
-    rows = fit_model_thresholds(model.cfg, encoded.probs, train.label_matrix())
+    rows = fit_model_thresholds(model.cfg, encoded.probs, train.label_matrix(),
+                                positive_label_matrix([s.report for s in train.studies], model.cfg.observations))
     logger.info("finding thresholds: %s", {r["observation"]: r["threshold"] for r in rows})
     return model.eval()
 
@@ -564,7 +565,8 @@ def export_model(run: str | Path, data: str | Path, out: str | Path) -> Path:
         studies = studies[: cfg.train.limit]
     model.generator.learn_report_text([s.report for s in studies])
     train = StudyTensors(studies, cfg)
-    fit_model_thresholds(model.cfg, encode_studies(model.student, train).probs, train.label_matrix())
+    fit_model_thresholds(model.cfg, encode_studies(model.student, train).probs, train.label_matrix(),
+                         positive_label_matrix([s.report for s in train.studies], model.cfg.observations))
     model.save(out)
     logger.info("exported %s (generator epoch %d, step %d) to %s", run, state["epoch"], state["step"], out)
     return out

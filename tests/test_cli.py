@@ -26,14 +26,22 @@ def _check_report(obj: dict):
     assert isinstance(obj["report"], str) and obj["report"].strip()
     assert [f["name"] for f in obj["findings"]] == list(OBSERVATIONS)
     for f in obj["findings"]:
-        assert 0.0 <= f["probability"] <= 1.0 and f["status"] in ("positive", "negative")
-        assert (f["probability"] >= f["threshold"]) == (f["status"] == "positive")
+        assert 0.0 <= f["probability"] <= 1.0 and f["status"] in ("positive", "borderline", "negative")
+        assert f["borderline_threshold"] <= f["threshold"] <= 1.0
+        positive = f["threshold"] < 1.0 and f["probability"] >= f["threshold"]
+        assert positive == (f["status"] == "positive")
+        assert (not positive and f["probability"] >= f["borderline_threshold"]) == (f["status"] == "borderline")
     assert obj["knowledge"] and all(t.startswith("<") and t.endswith(">") for t in obj["knowledge"])
-    # the report states every finding the table calls positive (medkit.consistency)
-    positive = {f["name"] for f in obj["findings"] if f["status"] == "positive"} - {"No Finding"}
+    # the report agrees with the table (medkit.consistency): it states what the table calls positive
+    # and asserts nothing the table calls negative
+    status = {f["name"]: f["status"] for f in obj["findings"] if f["name"] != "No Finding"}
     said = label_report(obj["report"])
-    assert all(said[f] in (Status.POSITIVE, Status.UNCERTAIN) for f in positive), (positive, obj["report"])
-    assert set(obj["stated_findings"]) <= positive
+    stated = (Status.POSITIVE, Status.UNCERTAIN)
+    assert all(said[f] in stated for f, s in status.items() if s == "positive"), (status, obj["report"])
+    assert not any(said[f] in stated for f, s in status.items() if s == "negative"), (status, obj["report"])
+    assert set(obj["stated_findings"]) <= {f for f, s in status.items() if s == "positive"}
+    assert set(obj["hedged_findings"]) <= {f for f, s in status.items() if s == "borderline"}
+    assert set(obj["withdrawn_findings"]) <= {f for f, s in status.items() if s != "positive"}
 
 
 @pytest.mark.parametrize("images", [[NIH_PNG], [RSNA_DCM], [NIH_PNG, NIH_PNG_2]], ids=["png", "dicom", "two-views"])
@@ -43,17 +51,22 @@ def test_generate_default_model_json(images):
     _check_report(json.loads(r.stdout))
 
 
-def test_generate_no_state_findings_gives_the_generator_text_alone():
-    r = medkit("generate", str(NIH_PNG_2), "--json", "--no-state-findings")
+@pytest.mark.parametrize("image", [NIH_PNG, NIH_PNG_2], ids=["nih1", "nih2"])
+def test_generate_no_state_findings_gives_the_generator_text_alone(image):
+    r = medkit("generate", str(image), "--json", "--no-state-findings")
     assert r.returncode == 0, r.stderr[-2000:]
     raw = json.loads(r.stdout)
-    assert raw["stated_findings"] == []
-    r = medkit("generate", str(NIH_PNG_2), "--json")
-    stated = json.loads(r.stdout)
-    from medkit.consistency import state_findings
+    assert raw["stated_findings"] == raw["hedged_findings"] == raw["withdrawn_findings"] == []
+    r = medkit("generate", str(image), "--json")
+    aligned = json.loads(r.stdout)
+    from medkit.consistency import align_report
+    from medkit.model import read_config
 
-    positive = [f["name"] for f in raw["findings"] if f["status"] == "positive" and f["name"] != "No Finding"]
-    assert (stated["report"], stated["stated_findings"]) == state_findings(raw["report"], positive)
+    assert aligned["findings"] == raw["findings"]
+    report, edits = align_report(raw["report"], {f["name"]: f["status"] for f in raw["findings"]},
+                                 read_config().generator.borderline)
+    assert (aligned["report"], aligned["stated_findings"], aligned["hedged_findings"],
+            aligned["withdrawn_findings"]) == (report, edits["stated"], edits["hedged"], edits["withdrawn"])
 
 
 def test_generate_with_model_dir(tiny_model_dir):
@@ -111,12 +124,17 @@ def test_evaluate_writes_json(tmp_path, tiny_model_dir):
     r = medkit("evaluate", "--data", str(data), "--split", "val", "--model", str(tiny_model_dir),
                "--out", str(out), "--limit", "2")
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "| model |" in r.stdout and "nearest_neighbour" in r.stdout
+    assert "| model |" in r.stdout and "nearest_neighbour" in r.stdout and "| floor: consensus |" in r.stdout
+    assert "| Cardiomegaly |" in r.stdout and "mean AUC" in r.stdout
     res = json.loads(out.read_text())
     keys = {"bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider", "ce_precision", "ce_recall",
             "ce_f1_micro", "ce_f1_macro"}
     assert res["n_studies"] == 2
     assert keys <= set(res["model"])
-    assert keys <= set(res["floors"]["most_frequent"]) and keys <= set(res["floors"]["nearest_neighbour"])
+    keys |= {"false_alarm_rate", "false_alarm_rate_hedged", "per_observation"}
+    for system in ("most_frequent", "nearest_neighbour", "consensus"):
+        assert keys <= set(res["floors"][system]), system
+    assert set(res["findings_head"]["per_observation"]) == set(OBSERVATIONS)
+    assert "examples" not in res  # report text only with --examples (the dataset's licence)
     assert res["latency_s"]["p50"] > 0 and res["latency_s"]["p95"] >= res["latency_s"]["p50"]
     assert res["peak_rss_mb"] > 0

@@ -186,3 +186,91 @@ def test_clinical_efficacy_with_the_labeler():
     tp = sum(round(v["recall"] * v["support"]) for v in per.values())
     assert out["ce_precision"] == pytest.approx(tp / sum(v["predicted"] for v in per.values()))
     assert out["ce_recall"] == pytest.approx(tp / sum(v["support"] for v in per.values()))
+
+
+# ---- floors, findings head, false alarms (medkit evaluate) -------------------------------------
+def _pycoco_sentence_bleu4(hyp: str, refs: list[str]) -> list[float]:
+    """pycocoevalcap's own per-sentence BLEU-4 of ``hyp`` against each of ``refs``."""
+    import contextlib
+    import io
+
+    from pycocoevalcap.bleu.bleu import Bleu
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        _, per = Bleu(4).compute_score({i: [r] for i, r in enumerate(refs)}, {i: [hyp] for i in range(len(refs))},
+                                       verbose=0)
+    return per[3]
+
+
+def test_sentence_bleu_matrix_equals_pycocoevalcap_per_sentence_scores():
+    import random
+
+    import numpy as np
+
+    rng = random.Random(0)
+    vocab = "the lungs are clear . no pleural effusion heart size is normal there a".split()
+    texts = [" ".join(rng.choice(vocab) for _ in range(rng.randint(1, 14))) for _ in range(25)]
+    texts += ["the lungs are clear .", "the lungs are clear . the lungs are clear ."]  # repeats: clipping
+    matrix = metrics.sentence_bleu_matrix(texts)
+    assert matrix.shape == (len(texts), len(texts))
+    for i, hyp in enumerate(texts):
+        np.testing.assert_allclose(matrix[i], _pycoco_sentence_bleu4(hyp, texts), rtol=1e-12, atol=1e-15)
+
+
+def test_consensus_report_is_the_one_closest_to_all_others():
+    shared = "The lungs are clear. No pleural effusion or pneumothorax. Heart size is normal."
+    reports = [shared, shared.replace("normal", "enlarged"), shared.replace("clear", "hyperinflated"),
+               "Heart size is normal. The lungs are clear.", "Large right pleural effusion."]
+    best, mean = metrics.consensus_report(reports)
+    assert best == normalize_report(shared)
+    # the mean runs over the *other* reports only
+    others = [normalize_report(r) for r in reports[1:]]
+    assert mean == pytest.approx(sum(_pycoco_sentence_bleu4(best, others)) / len(others), rel=1e-12)
+    # a duplicate of a report counts as another report, the report itself does not
+    dup = ["No effusion. No pneumothorax.", "No effusion. No pneumothorax.", "Heart enlarged."]
+    assert metrics.consensus_report(dup)[0] == normalize_report(dup[0])
+    assert metrics.consensus_report(dup)[1] == pytest.approx(0.5 * (1.0 + _pycoco_sentence_bleu4(
+        normalize_report(dup[0]), [normalize_report(dup[2])])[0]))
+    with pytest.raises(ValueError, match="at least 2"):
+        metrics.consensus_report(["Lungs clear.", "  "])
+
+
+def test_roc_auc_counts_pairs_and_half_counts_ties():
+    assert metrics.roc_auc([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9]) == 1.0
+    assert metrics.roc_auc([1, 1, 0, 0], [0.1, 0.2, 0.8, 0.9]) == 0.0
+    # positives 0.5 and 0.7 against negatives 0.5 and 0.3: pairs won 1 + 0.5 (tie) + 1 + 1 of 4
+    assert metrics.roc_auc([1, 0, 1, 0], [0.5, 0.5, 0.7, 0.3]) == pytest.approx(3.5 / 4)
+    assert metrics.roc_auc([1, 1, 1], [0.2, 0.3, 0.4]) is None
+    with pytest.raises(ValueError, match="same 1-D shape"):
+        metrics.roc_auc([1, 0], [0.3])
+
+
+def test_findings_auc_averages_only_observations_with_enough_positives():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    labels = np.zeros((60, 3), dtype=bool)
+    labels[:20, 0] = True  # 20 positives, perfectly ranked
+    labels[:12, 1] = True  # 12 positives, ranked backwards
+    labels[:3, 2] = True  # 3 positives: left out of the mean
+    probs = rng.uniform(0.0, 0.4, (60, 3))
+    probs[:20, 0] += 0.5
+    probs[:12, 1] -= 0.5
+    out = metrics.findings_auc(probs, labels, ["a", "b", "c"], min_positives=10)
+    assert out["per_observation"]["a"] == {"auc": 1.0, "positives": 20}
+    assert out["per_observation"]["b"]["auc"] == 0.0 and out["per_observation"]["c"]["positives"] == 3
+    assert out["mean_over"] == ["a", "b"] and out["mean_auc"] == 0.5
+    with pytest.raises(ValueError):
+        metrics.findings_auc(probs, labels, ["a", "b"])
+
+
+def test_false_alarms_with_the_labeler():
+    refs = ["The lungs are clear. No pleural effusion.", "Heart size is normal.", "There is a right pleural effusion.",
+            "No acute disease."]
+    hyps = ["There is a small pneumothorax.", "Possible pleural effusion.", "The lungs are clear.", "Heart normal."]
+    out = metrics.false_alarms(refs, hyps)
+    # three normal references; one report asserts a finding, one more hedges one; the abnormal study is not counted
+    assert out["normal_studies"] == 3 and out["false_alarms"] == 1 and out["false_alarms_hedged"] == 2
+    assert out["false_alarm_rate"] == pytest.approx(1 / 3) and out["false_alarm_rate_hedged"] == pytest.approx(2 / 3)
+    assert out["by_observation"] == {"Pneumothorax": 1}
+    assert metrics.false_alarms(["Large effusion."], ["Lungs clear."])["false_alarm_rate"] is None

@@ -40,7 +40,8 @@ logger = logging.getLogger(__name__)
 MAX_REPORT_BYTES = 256 * 1024
 REPORT_SUFFIXES = (".json", ".txt")
 IMAGE_EXTENSIONS = ("*.png", "*.jpg", "*.jpeg", "*.dcm", "*.nii.gz", "*.nii", "*.nrrd")
-FINDING_STATUSES = {"positive", "negative", "uncertain", "not_mentioned"}
+# "borderline": the infer result's findings table (medkit.consistency), accepted as sent back
+FINDING_STATUSES = {"positive", "borderline", "negative", "uncertain", "not_mentioned"}
 
 
 def _no_constant(name: str):

@@ -29,7 +29,8 @@ def check_cxr_result(obj: dict):
     assert set(obj) >= {"report", "findings", "knowledge", "modality", "model"}
     assert obj["modality"] == "CXR" and isinstance(obj["report"], str) and obj["report"].strip()
     assert [f["name"] for f in obj["findings"]] == list(OBSERVATIONS)
-    assert all(0 <= f["probability"] <= 1 and f["status"] in ("positive", "negative") for f in obj["findings"])
+    assert all(0 <= f["probability"] <= 1 and f["status"] in ("positive", "borderline", "negative")
+               for f in obj["findings"])
     assert obj["knowledge"] and all(t.startswith("<") for t in obj["knowledge"])
 
 
@@ -52,17 +53,22 @@ def test_infer_json(local_server, image):
     check_cxr_result(r.json())
 
 
-def test_infer_states_the_flagged_findings_unless_asked_not_to(local_server):
-    from medkit.consistency import state_findings
+def test_infer_aligns_the_report_with_the_findings_unless_asked_not_to(local_server, tiny_model_dir):
+    from medkit.consistency import align_report
 
     url = f"/infer/medkit_cxr?image={PNG_ID}&output=json"
     raw = post(local_server, url, data={"params": json.dumps({"state_findings": False})})
     stated = post(local_server, url)
     assert raw.status_code == stated.status_code == 200, raw.text + stated.text
     raw, stated = raw.json(), stated.json()
-    assert raw["stated_findings"] == []
-    positive = [f["name"] for f in raw["findings"] if f["status"] == "positive" and f["name"] != "No Finding"]
-    assert (stated["report"], stated["stated_findings"]) == state_findings(raw["report"], positive)
+    assert raw["stated_findings"] == raw["hedged_findings"] == raw["withdrawn_findings"] == []
+    assert stated["findings"] == raw["findings"]
+    from medkit.model import read_config  # the server serves tiny_model_dir
+
+    report, edits = align_report(raw["report"], {f["name"]: f["status"] for f in raw["findings"]},
+                                 read_config(tiny_model_dir).generator.borderline)
+    assert (stated["report"], stated["stated_findings"], stated["hedged_findings"],
+            stated["withdrawn_findings"]) == (report, edits["stated"], edits["hedged"], edits["withdrawn"])
 
 
 def test_infer_uploaded_file(local_server):

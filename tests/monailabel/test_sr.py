@@ -12,7 +12,8 @@ from medkit.sr import SRInputError, build_report_sr, read_report_sr, write_repor
 from tests.conftest import NIH_PNG, RSNA_DCM, nema_cr_path
 
 RESULT = {"report": "The heart is normal in size. No pleural effusion.",
-          "findings": [{"name": n, "probability": round(i / 20, 2), "status": "positive" if i == 2 else "negative"}
+          "findings": [{"name": n, "probability": round(i / 20, 2),
+                        "status": "positive" if i == 2 else "borderline" if i == 3 else "negative"}
                        for i, n in enumerate(OBSERVATIONS)],
           "knowledge": ["<Cardiomegaly, image representation, enlarged cardiac silhouette>"]}
 

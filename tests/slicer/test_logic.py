@@ -329,3 +329,12 @@ def test_ct_rows_mark_organs_that_failed_the_plausibility_checks(module):
     assert rows["Spleen"][1] == "measured" and rows["Spleen"][3].startswith("223.1 mL")
     assert "emphysema index 0.1 %" in rows["Lungs"][3]
     assert {"lungs", "bone", "body"} <= set(module.ORGAN_COLORS) and module.HIDDEN_IN_3D == {"body"}
+
+
+def test_borderline_findings_go_back_as_uncertain_and_undetermined(module):
+    """The findings table's borderline decision (medkit.consistency): the report label the server
+    accepts calls it uncertain, the module's SR codes it Undetermined."""
+    found = {"name": "Pleural Effusion", "status": "borderline", "probability": 0.3}
+    assert module.reportFinding(found) == {"name": "Pleural Effusion", "status": "uncertain", "probability": 0.3}
+    assert module.reportFinding({**found, "status": "positive"})["status"] == "positive"
+    assert module.STATUS_CODES["borderline"] == module.UNDETERMINED != module.STATUS_CODES["negative"]

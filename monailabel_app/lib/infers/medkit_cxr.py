@@ -3,13 +3,15 @@
 MONAI Label's :class:`BasicInferTask` pipeline with MedKit in place of a segmentation
 network: pre-transforms load the views of the study (:class:`lib.transforms.LoadCXRd`), the
 inferer runs :meth:`medkit.model.MedKitCXR.report_from_arrays`, and the writer returns the
-result JSON (``report``, ``findings``, ``stated_findings``, ``knowledge``, ``modality``, ``model``) with no label
+result JSON (``report``, ``findings``, ``stated_findings``, ``hedged_findings``, ``withdrawn_findings``,
+``knowledge``, ``modality``, ``model``) with no label
 image (the chest X-ray model makes no segmentation). The model is loaded once per device
 and reloaded when training promotes a new version (:class:`lib.infers.base.MedKitInferTask`).
 
 Request params (``params`` form field, JSON): ``num_beams`` (1-8), ``max_new_tokens`` (1-512),
-``state_findings`` (true/false; default the model's ``generator.state_findings``: the report states
-the findings the table calls positive, :mod:`medkit.consistency`).
+``state_findings`` (true/false; default the model's ``generator.state_findings``: the report agrees
+with the findings table, :func:`medkit.consistency.align_report`: it states the positive findings,
+hedges or leaves out the borderline ones and withdraws what the table calls negative).
 """
 
 from __future__ import annotations
