@@ -267,3 +267,42 @@ def clinical_efficacy(
         "per_observation": per_obs,
         "n": len(references),
     }
+
+
+def roc_auc(positive: Sequence[bool], scores: Sequence[float]) -> float | None:
+    """Area under the ROC curve (Mann-Whitney U / (n_pos n_neg), ties count one half);
+    None when ``positive`` holds only one class."""
+    import numpy as np
+    from scipy.stats import rankdata
+
+    y = np.asarray(positive, dtype=bool)
+    s = np.asarray(scores, dtype=np.float64)
+    if y.shape != s.shape or y.ndim != 1:
+        raise ValueError(f"positive {y.shape} and scores {s.shape} must be the same 1D shape")
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if not n_pos or not n_neg:
+        return None
+    ranks = rankdata(s)  # average ranks for ties
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def findings_auc(probs, positives, observations: Sequence[str], min_positives: int = 10) -> dict:
+    """Findings-head ranking quality: AUC per observation of probabilities (N, C) against binary
+    labels (N, C) (labeler positives), and ``mean_auc`` over the observations with at least
+    ``min_positives`` positives (``scored`` names them). ``auc`` holds every observation with both
+    classes present; ``positives`` the count of each."""
+    import numpy as np
+
+    probs, positives = np.asarray(probs), np.asarray(positives) > 0.5
+    if probs.shape != positives.shape or probs.ndim != 2 or probs.shape[1] != len(observations):
+        raise ValueError(f"probs {probs.shape} and labels {positives.shape} must both be (N, {len(observations)})")
+    auc, counts = {}, {}
+    for j, name in enumerate(observations):
+        counts[name] = int(positives[:, j].sum())
+        a = roc_auc(positives[:, j], probs[:, j])
+        if a is not None:
+            auc[name] = round(a, 4)
+    scored = [n for n in observations if counts[n] >= min_positives and n in auc]
+    mean = float(np.mean([auc[n] for n in scored])) if scored else None
+    return {"mean_auc": None if mean is None else round(mean, 4), "scored": scored, "min_positives": min_positives,
+            "auc": auc, "positives": counts, "n": int(probs.shape[0])}

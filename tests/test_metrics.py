@@ -186,3 +186,34 @@ def test_clinical_efficacy_with_the_labeler():
     tp = sum(round(v["recall"] * v["support"]) for v in per.values())
     assert out["ce_precision"] == pytest.approx(tp / sum(v["predicted"] for v in per.values()))
     assert out["ce_recall"] == pytest.approx(tp / sum(v["support"] for v in per.values()))
+
+
+def test_roc_auc_counts_pairs_and_ties():
+    from medkit.metrics import roc_auc
+
+    assert roc_auc([0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4]) == 1.0
+    assert roc_auc([1, 1, 0, 0], [0.1, 0.2, 0.3, 0.4]) == 0.0
+    assert roc_auc([0, 1, 0, 1], [0.5, 0.5, 0.5, 0.5]) == 0.5  # ties count one half
+    # 2 positives x 3 negatives = 6 pairs; positive 0.35 beats 0.1, 0.2 and ties none: 2 + 3 = 5 of 6
+    assert abs(roc_auc([0, 0, 1, 0, 1], [0.1, 0.2, 0.35, 0.4, 0.9]) - 5 / 6) < 1e-12
+    assert roc_auc([1, 1], [0.2, 0.3]) is None  # one class only
+
+
+def test_findings_auc_means_only_observations_with_enough_positives():
+    import numpy as np
+
+    from medkit.metrics import findings_auc
+
+    labels = np.zeros((20, 3))
+    labels[:10, 0] = 1  # 10 positives, perfectly ranked
+    labels[:2, 1] = 1  # 2 positives: AUC reported, left out of the mean
+    probs = np.zeros((20, 3))
+    probs[:10, 0] = 0.9
+    probs[:, 1] = np.linspace(0, 1, 20)  # positives get the lowest scores
+    res = findings_auc(probs, labels, ["a", "b", "c"], min_positives=10)
+    assert res["mean_auc"] == 1.0 and res["scored"] == ["a"]
+    assert res["auc"]["b"] == 0.0 and "c" not in res["auc"]
+    assert res["positives"] == {"a": 10, "b": 2, "c": 0} and res["n"] == 20
+    assert findings_auc(probs, labels, ["a", "b", "c"], min_positives=50)["mean_auc"] is None
+    with pytest.raises(ValueError, match="must both be"):
+        findings_auc(probs[:, :2], labels, ["a", "b", "c"])
