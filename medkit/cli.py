@@ -39,6 +39,8 @@ def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train teacher -> student -> generator (resumable; torchrun-ready)")
     _add_run_args(p, "folder with iu_xray/annotation.json, an annotation .json or a .jsonl manifest",
                   "MedKit config.json", "train.generator_epochs=2")
+    p.add_argument("--until", choices=("teacher", "student", "generator"), default="generator",
+                   help="stop after this stage (rerun with a later one to continue)")
 
 
 def _add_train_ct(sub) -> None:
@@ -144,9 +146,9 @@ def cmd_train(args) -> int:
     if args.lm:
         cfg.generator.lm_path = args.lm
     cfg = cfg.override(args.set)
-    final = train(cfg, args.data, args.out, ckpt_every=args.ckpt_every)
+    final = train(cfg, args.data, args.out, ckpt_every=args.ckpt_every, until=args.until)
     if int(os.environ.get("RANK", "0")) == 0:
-        print(f"model written to {final}")
+        print(f"model written to {final}" if args.until == "generator" else f"{args.until} written to {final}")
     return 0
 
 

@@ -2,7 +2,7 @@
 
 Loss = kl_weight * KL(teacher labels || student labels; temperature T) * T^2
      + feature_weight * sum over depths of MSE(proj(student feature), teacher feature)
-     + label_weight * BCE(student logits, labeler labels)
+     + label_weight * BCE(student logits, labeler labels; positives weighted by class balance)
 
 The 14 observations are independent binary labels, so the KL term is the mean over
 observations of the Bernoulli KL between sigmoid(t / T) and sigmoid(s / T) (Hinton et al.,
@@ -70,9 +70,11 @@ def distillation_loss(
     teacher_feats: list[torch.Tensor],
     teacher_logits: torch.Tensor,
     labels: torch.Tensor,
+    pos_weight: torch.Tensor | None = None,
 ) -> DistillLosses:
+    """``pos_weight`` (C,): weight of the positive labels in the BCE term (class balance)."""
     kl = bernoulli_kl(teacher_logits.float(), student_logits, cfg.temperature)
     feat = projectors(student_feats, teacher_feats)
-    lab = F.binary_cross_entropy_with_logits(student_logits, labels)
+    lab = F.binary_cross_entropy_with_logits(student_logits, labels, pos_weight=pos_weight)
     total = cfg.kl_weight * kl + cfg.feature_weight * feat + cfg.label_weight * lab
     return DistillLosses(total, kl.detach(), feat.detach(), lab.detach())

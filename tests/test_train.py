@@ -210,3 +210,85 @@ def test_ablation_switches_teacher_encoder_and_generator_budget(tmp_path, tiny_l
     assert model.student.role == "teacher" and model.cfg.encoder.report_encoder == "teacher"
     out_ = model.report_from_arrays([torch.rand(80, 80).numpy()], num_beams=1)
     assert isinstance(out_["report"], str)
+
+
+def test_class_pos_weight_balances_rare_observations():
+    import numpy as np
+
+    from medkit.train import class_pos_weight
+
+    labels = np.zeros((100, 4))
+    labels[:4, 0] = 1  # 4 positives: 96 / 4 = 24
+    labels[:25, 1] = 1  # 25: 75 / 25 = 3
+    labels[:60, 2] = 1  # more common than not: weight 1
+    # column 3 has no positive: weight 1
+    assert class_pos_weight(labels, "none", 10) is None
+    assert class_pos_weight(labels, "balanced", 10).tolist() == [10.0, 3.0, 1.0, 1.0]  # capped at 10
+    assert torch.allclose(class_pos_weight(labels, "sqrt", 10), torch.tensor([24**0.5, 3**0.5, 1.0, 1.0]))
+    with pytest.raises(ValueError, match="pos_weight"):
+        class_pos_weight(labels, "focal", 10)
+    with pytest.raises(ValueError, match="pos_weight"):
+        from medkit.config import MedKitConfig
+
+        MedKitConfig().override(["train.pos_weight=focal"])
+
+
+def test_study_tensors_hold_the_directly_decoded_images(tiny_manifest):
+    """The in-memory image cache is what decoding each file gives (as float16), views in order."""
+    from medkit.config import MedKitConfig
+    from medkit.data import load_studies
+    from medkit.images import load_cxr, to_model_input
+    from medkit.train import StudyTensors
+
+    cfg = MedKitConfig().override(["encoder.image_size=64"])
+    studies = load_studies(tiny_manifest, "val")
+    data = StudyTensors(studies, cfg, show=False)
+    for s, x, m in zip(data.studies, data.images, data.masks):
+        assert x.shape == (2, 1, 64, 64) and x.dtype == torch.float16
+        for v, path in enumerate(s.images):
+            direct = torch.from_numpy(to_model_input(load_cxr(path), 64)).half()
+            assert torch.equal(x[v, 0], direct), (s.id, v)
+        assert m.tolist() == [True, len(s.images) > 1]
+        assert not x[len(s.images):].any()  # a missing view is zeros, masked out
+    # labeler positives (uncertain = negative) beside the training labels (uncertain = 1)
+    assert data.positive_matrix().shape == data.label_matrix().shape == (2, 14)
+    assert (data.positive_matrix() <= data.label_matrix()).all()
+
+
+def test_teacher_stage_validates_keeps_best_and_resumes_exactly(tmp_path, monkeypatch):
+    """``--until teacher``: a val AUC line per epoch, the best epoch kept, and a run killed after a
+    mid-epoch checkpoint resumes (augmentation RNG included) to the uninterrupted tensors."""
+    import medkit.train as mt
+    from medkit.config import MedKitConfig
+    from tests.conftest import write_tiny_iu_folder
+
+    torch.set_num_threads(1)
+    data = write_tiny_iu_folder(tmp_path / "data")
+    cfg = MedKitConfig().override(["encoder.image_size=64", "train.teacher_epochs=2", "train.batch_size=2",
+                                   "train.warmup_steps=1", "train.auc_min_positives=1"])
+    ref = mt.train(cfg, data, tmp_path / "ref", ckpt_every=1, until="teacher")
+    assert ref == tmp_path / "ref" / "teacher" and (ref / "done").exists() and not (tmp_path / "ref" / "student").exists()
+    lines = [json.loads(x) for x in (ref / "val_auc.jsonl").read_text().splitlines()]
+    assert [x["epoch"] for x in lines] == [1, 2] and all(x["mean_auc"] is not None for x in lines)
+    best = json.loads((ref / "best.json").read_text())
+    assert best["mean_auc"] == max(x["mean_auc"] for x in lines)
+    kept, best_t = load_file(str(ref / "teacher.safetensors")), load_file(str(ref / "best.safetensors"))
+    assert all(torch.equal(kept[k], best_t[k]) for k in kept)
+
+    calls = {"n": 0}
+    save = mt.save_state
+
+    def save_then_die(*a, **k):
+        save(*a, **k)
+        calls["n"] += 1
+        if calls["n"] == 3:  # epoch 2, after its first step (2 steps per epoch + the epoch-1 save)
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(mt, "save_state", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        mt.train(cfg, data, tmp_path / "cut", ckpt_every=1, until="teacher")
+    monkeypatch.setattr(mt, "save_state", save)
+    cut = mt.train(cfg, data, tmp_path / "cut", ckpt_every=1, until="teacher")
+    a, b = load_file(str(ref / "teacher.safetensors")), load_file(str(cut / "teacher.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert (cut / "val_auc.jsonl").read_text() .count("\n") == 2

@@ -1,0 +1,77 @@
+"""Findings-head AUC per observation on a split, for a model directory's student or a run's encoders.
+
+The same code as the per-epoch validation of ``medkit train`` (``medkit.metrics.findings_auc``,
+positive = the labeler's positive for the study's report; the mean over observations with at
+least ``--min-positives`` positives), so shipped and new heads compare on equal terms.
+
+    python benchmarks/findings_auc.py --data ../shared/data --split val                  # shipped student
+    python benchmarks/findings_auc.py --data ../shared/data --run runs/teacher_v2 --stage teacher
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def load_encoder(model: str | None, run: str | None, stage: str, weights: str | None):
+    """(encoder, config) of a model directory's student, or of a run's teacher / student."""
+    from safetensors.torch import load_file
+
+    from medkit.config import MedKitConfig
+    from medkit.encoders import CXREncoder
+    from medkit.model import load_student, read_config
+
+    if run is None:
+        cfg = read_config(model)
+        from medkit.model import default_model_dir
+
+        return load_student(model or default_model_dir(), cfg), cfg
+    cfg = MedKitConfig.load(Path(run) / "config.json")
+    enc = CXREncoder(cfg.encoder, stage, pretrained=False)
+    enc.load_state_dict(load_file(weights or str(Path(run) / stage / f"{stage}.safetensors")))
+    return enc.eval(), cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--split", default="val")
+    ap.add_argument("--model", help="model directory (default: the shipped model); its student is scored")
+    ap.add_argument("--run", help="a `medkit train` run folder instead (with --stage)")
+    ap.add_argument("--stage", choices=("teacher", "student"), default="teacher")
+    ap.add_argument("--weights", help="with --run: a safetensors file of that stage (e.g. OUT/teacher/best.safetensors)")
+    ap.add_argument("--min-positives", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", help="write the result as JSON")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from medkit.data import load_studies
+    from medkit.metrics import findings_auc
+    from medkit.train import StudyTensors, encode_studies
+
+    enc, cfg = load_encoder(args.model, args.run, args.stage, args.weights)
+    data = StudyTensors(load_studies(args.data, args.split), cfg, show=False)
+    probs = encode_studies(enc, data).probs
+    res = findings_auc(probs, data.positive_matrix(), cfg.observations, args.min_positives)
+    print(f"{args.split}: {len(probs)} studies; mean AUC {res['mean_auc']} over {len(res['mean_over'])} observations "
+          f"with >= {args.min_positives} positives")
+    print("| observation | positives | AUC |\n|---|---|---|")
+    for name in cfg.observations:
+        a, n = res["per_observation"][name]["auc"], res["per_observation"][name]["positives"]
+        mark = "" if name in res["mean_over"] else " (not in mean)"
+        print(f"| {name} | {n} | {'-' if a is None else f'{a:.3f}'}{mark} |")
+    if args.out:
+        Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
