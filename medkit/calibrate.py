@@ -118,13 +118,6 @@ def fit_model_thresholds(cfg: MedKitConfig, probs: np.ndarray, labels: np.ndarra
     return rows
 
 
-def positive_label_matrix(reports: list[str], observations) -> np.ndarray:
-    """(N, C) booleans: the labeler calls the observation positive in the report (uncertain is not)."""
-    from medkit.labeler import Status, label_report
-
-    return np.array([[label_report(r)[o] is Status.POSITIVE for o in observations] for r in reports])
-
-
 def calibrate(model_dir: str | Path | None, data: str | Path) -> list[dict]:
     """Refit the thresholds of a model directory on the training split of ``data``; rewrites its
     ``config.json`` atomically and returns one row per observation."""
@@ -141,7 +134,7 @@ def calibrate(model_dir: str | Path | None, data: str | Path) -> list[dict]:
         studies = studies[: cfg.train.limit]
     train = StudyTensors(studies, cfg)
     rows = fit_model_thresholds(cfg, encode_studies(load_student(model_dir, cfg), train).probs, train.label_matrix(),
-                                positive_label_matrix([s.report for s in train.studies], cfg.observations))
+                                train.positive_matrix() > 0.5)
     atomic_write(model_dir / CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2) + "\n")
     logger.info("thresholds written to %s", model_dir / CONFIG_FILE)
     return rows

@@ -53,7 +53,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from medkit.augment import augment_study_batch
-from medkit.calibrate import fit_model_thresholds, positive_label_matrix
+from medkit.calibrate import fit_model_thresholds
 from medkit.config import ConfigFile, MedKitConfig
 from medkit.files import atomic_write
 from medkit.data import Study, load_studies
@@ -180,7 +180,8 @@ class StudyTensors:
         return torch.stack(self.labels).numpy()
 
     def positive_matrix(self) -> np.ndarray:
-        """(N, num_labels) labeler positives of every study (uncertain counts as negative)."""
+        """(N, num_labels) labeler positives of every study (uncertain counts as negative), labelled
+        once when the studies were loaded."""
         return torch.stack(self.positives).numpy()
 
     def batch(self, idx: list[int], device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -615,7 +616,7 @@ def train_generator(cfg: MedKitConfig, student: CXREncoder, train: StudyTensors,
     mark_done(out, "generator", d)
     gen.learn_report_text([s.report for s in train.studies])
     rows = fit_model_thresholds(model.cfg, encoded.probs, train.label_matrix(),
-                                positive_label_matrix([s.report for s in train.studies], model.cfg.observations))
+                                train.positive_matrix() > 0.5)
     logger.info("finding thresholds: %s", {r["observation"]: r["threshold"] for r in rows})
     return model.eval()
 
@@ -696,7 +697,7 @@ def export_model(run: str | Path, data: str | Path, out: str | Path) -> Path:
     model.generator.learn_report_text([s.report for s in studies])
     train = StudyTensors(studies, cfg)
     fit_model_thresholds(model.cfg, encode_studies(model.student, train).probs, train.label_matrix(),
-                         positive_label_matrix([s.report for s in train.studies], model.cfg.observations))
+                         train.positive_matrix() > 0.5)
     model.save(out)
     logger.info("exported %s (generator epoch %d, step %d) to %s", run, state["epoch"], state["step"], out)
     return out
