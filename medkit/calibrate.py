@@ -23,8 +23,9 @@ labeler's labels of the *training* reports (val stays for selection and reportin
   thresholds as low as 0.12, and a report stating each such finding asserted a pneumothorax on a
   normal film.
 
-``medkit train`` fits them at the end of a run; this command refits a model that exists. Only
-``config.json`` changes: the weights are not touched.
+It also refits ``generator.template``, the site's normal report that reports start from
+(``medkit.consistency.fit_template``). ``medkit train`` fits all of them at the end of a run; this
+command refits a model that exists. Only ``config.json`` changes: the weights are not touched.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from medkit.config import MedKitConfig
+from medkit.consistency import fit_template
 from medkit.files import atomic_write
 
 logger = logging.getLogger(__name__)
@@ -135,6 +137,7 @@ def calibrate(model_dir: str | Path | None, data: str | Path) -> list[dict]:
     train = StudyTensors(studies, cfg)
     rows = fit_model_thresholds(cfg, encode_studies(load_student(model_dir, cfg), train).probs, train.label_matrix(),
                                 train.positive_matrix() > 0.5)
+    cfg.generator.template = fit_template([s.report for s in studies], cfg.generator.draft_min_reports)
     atomic_write(model_dir / CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2) + "\n")
     logger.info("thresholds written to %s", model_dir / CONFIG_FILE)
     return rows

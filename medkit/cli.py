@@ -67,7 +67,10 @@ def _add_generate(sub) -> None:
     p.add_argument("--num-beams", type=int)
     p.add_argument("--max-new-tokens", type=int)
     p.add_argument("--no-state-findings", action="store_true",
-                   help="chest X-ray: the generator's text alone, not made to agree with the findings table")
+                   help="chest X-ray: the base text alone, not made to agree with the findings table")
+    p.add_argument("--report-base", choices=("template", "generator"),
+                   help="chest X-ray: start from the site's normal report or from the language model's text "
+                        "(default: the model's generator.report_base)")
     p.add_argument("--sr", metavar="FILE", help="also write a DICOM Structured Report referencing the DICOM inputs")
 
 
@@ -86,7 +89,10 @@ def _add_evaluate(sub) -> None:
                         "licence may forbid sharing its report text)")
     p.add_argument("--num-beams", type=int)
     p.add_argument("--no-state-findings", action="store_true",
-                   help="chest X-ray: the generator's text alone, not made to agree with the findings table")
+                   help="chest X-ray: the base text alone, not made to agree with the findings table")
+    p.add_argument("--report-base", choices=("template", "generator"),
+                   help="chest X-ray: start from the site's normal report or from the language model's text "
+                        "(default: the model's generator.report_base)")
 
 
 def _add_evaluate_ct(sub) -> None:
@@ -194,7 +200,7 @@ def cmd_generate(args) -> int:
         sources = dicom_sources(args.images)
     model = MedKitCXR.load(args.model, lm_path=args.lm)
     result = model.report_from_files(args.images, state_findings=False if args.no_state_findings else None,
-                                     **_decode_overrides(args))
+                                     report_base=args.report_base, **_decode_overrides(args))
     if args.sr:
         write_report_sr(result, sources, args.sr)
     if args.json:
@@ -212,7 +218,8 @@ def cmd_evaluate(args) -> int:
     from medkit.evaluate import evaluate, markdown_table
 
     result = evaluate(args.data, args.split, args.model, args.limit, args.lm, _decode_overrides(args),
-                      floors=not args.no_floors, state_findings=False if args.no_state_findings else None)
+                      floors=not args.no_floors, state_findings=False if args.no_state_findings else None,
+                      report_base=args.report_base)
     print(markdown_table(result))
     if args.out:
         if not args.examples:

@@ -42,9 +42,11 @@ generate`` / ``medkit evaluate`` gives the generator's text alone.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 
 from medkit.labeler import Status, label_report
+from medkit.metrics import consensus_report, normalize_report
 
 #: One sentence per CheXpert observation that a report can state ("No Finding" is the absence of
 #: the others, so it has none).
@@ -212,3 +214,32 @@ def state_findings(report: str, findings: Sequence[str]) -> tuple[str, list[str]
     wrote them), and the findings this step stated: ``align_report`` with only positive decisions."""
     report, edits = align_report(report, {f: "positive" for f in findings})
     return report, edits["stated"]
+
+
+def fit_template(reports: Sequence[str], min_reports: int = 5) -> tuple[str, ...]:
+    """The site's normal report, as sentences: the consensus of the training reports
+    (:func:`medkit.metrics.consensus_report`, highest mean BLEU-4 to the others) among those made
+    only of sentences that at least ``min_reports`` distinct reports contain (R2Gen-normalised, no
+    "XXXX"), so the template holds the site's shared phrasing, never one report's wording. Each
+    sentence is written in its most frequent form. Empty when no report qualifies."""
+    shared: Counter = Counter()  # normalised sentence -> reports containing it
+    forms: dict[str, Counter] = {}
+    for report in reports:
+        keys = set()
+        for raw in sentences(report):
+            key = normalize_report(raw)
+            if key:
+                keys.add(key)
+                forms.setdefault(key, Counter())[raw] += 1
+        shared.update(keys)
+    usable = {k for k, c in shared.items() if c >= min_reports and "xxxx" not in k}
+
+    def made_of_usable(text: str) -> bool:
+        return all(f"{part.strip()} ." in usable for part in text[:-1].split(" . ") if part.strip())
+
+    try:
+        best, _ = consensus_report(reports, eligible=made_of_usable)
+    except ValueError:
+        return ()
+    keys = [f"{part.strip()} ." for part in best[:-1].split(" . ") if part.strip()]
+    return tuple(forms[k].most_common(1)[0][0] for k in keys)

@@ -111,7 +111,7 @@ def train_bank(model: MedKitCXR, train) -> torch.Tensor:
 
 def evaluate(data: str | Path, split: str, model_dir: str | Path | None = None, limit: int | None = None,
              lm_path: str | None = None, decode: dict | None = None, floors: bool = True,
-             state_findings: bool | None = None) -> dict:
+             state_findings: bool | None = None, report_base: str | None = None) -> dict:
     model = MedKitCXR.load(model_dir, lm_path=lm_path)
     studies = [s for s in load_studies(data, split) if s.report.strip() and any(p.exists() for p in s.images)]
     if limit:
@@ -126,14 +126,15 @@ def evaluate(data: str | Path, split: str, model_dir: str | Path | None = None, 
         present = [i for i, p in enumerate(s.images) if p.exists()]
         out = model.report_from_files([s.images[i] for i in present],
                                       [s.views[i] for i in present] if s.views else None,
-                                      state_findings=state_findings, **(decode or {}))
+                                      state_findings=state_findings, report_base=report_base, **(decode or {}))
         latencies.append(time.perf_counter() - t0)
         hyps.append(out["report"])
         for key, found in edits.items():
             found.append(out.get(key, []))
         probs.append([f["probability"] for f in out["findings"]])
     result = {
-        "n_studies": len(studies), "split": split, "model": score(refs, hyps),
+        "n_studies": len(studies), "split": split, "report_base": "template" if model.uses_template(report_base) else "generator",
+        "model": score(refs, hyps),
         "findings_head": head_metrics(refs, np.array(probs)),
         "latency_s": {"p50": float(np.percentile(latencies, 50)), "p95": float(np.percentile(latencies, 95))},
         # how often the report was edited to agree with the findings table (medkit.consistency)

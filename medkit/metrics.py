@@ -312,8 +312,9 @@ def sentence_bleu_matrix(texts: Sequence[str], n: int = 4) -> np.ndarray:
     return bleu
 
 
-def consensus_report(reports: Sequence[str], n: int = 4) -> tuple[str, float]:
-    """The report with the highest mean sentence BLEU-``n`` to the *other* reports, and that mean.
+def consensus_report(reports: Sequence[str], n: int = 4, eligible: Callable[[str], bool] | None = None) -> tuple[str, float]:
+    """The report with the highest mean sentence BLEU-``n`` to the *other* reports, and that mean;
+    with ``eligible``, the best of the (normalised) reports it accepts, still scored against all.
 
     Reports are R2Gen-normalised first (``normalize_report``; empty ones dropped); identical
     normalised reports are scored once and weighted by how often they occur, so the mean for report
@@ -335,7 +336,10 @@ def consensus_report(reports: Sequence[str], n: int = 4) -> tuple[str, float]:
     weights = np.array([counts[t] for t in texts], dtype=np.float64)
     bleu = sentence_bleu_matrix(texts, n)
     means = (bleu @ weights - np.diag(bleu)) / (total - 1)
-    best = max(range(len(texts)), key=lambda i: (round(float(means[i]), 12), counts[texts[i]], [-ord(c) for c in texts[i]]))
+    candidates = [i for i, t in enumerate(texts) if eligible is None or eligible(t)]
+    if not candidates:
+        raise ValueError("no report is eligible for the consensus")
+    best = max(candidates, key=lambda i: (round(float(means[i]), 12), counts[texts[i]], [-ord(c) for c in texts[i]]))
     return texts[best], float(means[best])
 
 

@@ -169,16 +169,30 @@ class MedKitCXR(torch.nn.Module):
         prompt, triples = self.knowledge_for(prompt_findings(findings))
         return enc.tokens, enc.token_mask, prompt, findings, triples
 
+    def uses_template(self, report_base: str | None = None) -> bool:
+        """Whether reports start from the site's normal report (``generator.report_base``; a
+        config without a fitted template uses the generator)."""
+        gcfg = self.cfg.generator
+        return (report_base or gcfg.report_base) == "template" and bool(gcfg.template)
+
     @torch.no_grad()
-    def report_from_arrays(self, arrays: Sequence[np.ndarray], state_findings: bool | None = None, **decode) -> dict:
+    def report_from_arrays(self, arrays: Sequence[np.ndarray], state_findings: bool | None = None,
+                           report_base: str | None = None, **decode) -> dict:
         """One study (its views as (H, W) 0..1 arrays) -> report, findings, knowledge.
 
-        ``state_findings`` (default ``generator.state_findings``) makes the report agree with the
-        findings table (:func:`medkit.consistency.align_report`): ``stated_findings`` lists the
-        positive findings it had to state, ``hedged_findings`` the borderline ones it hedged,
-        ``withdrawn_findings`` those the table calls negative whose sentences it withdrew."""
+        The text starts from the site's normal report or the generator's (``report_base``, default
+        ``generator.report_base``; see :meth:`uses_template`). ``state_findings`` (default
+        ``generator.state_findings``) makes the report agree with the findings table
+        (:func:`medkit.consistency.align_report`): ``stated_findings`` lists the positive findings
+        it had to state, ``hedged_findings`` the borderline ones it hedged, ``withdrawn_findings``
+        those the table calls negative whose sentences it withdrew."""
+        if report_base not in (None, "template", "generator"):
+            raise ValueError(f"report_base must be 'template' or 'generator', got {report_base!r}")
         tokens, mask, prompt, findings, triples = self.generator_inputs(arrays)
-        report = self.generator.generate(tokens, mask, [prompt], **decode)[0]
+        if self.uses_template(report_base):
+            report = " ".join(self.cfg.generator.template)
+        else:
+            report = self.generator.generate(tokens, mask, [prompt], **decode)[0]
         edits = {"stated": [], "hedged": [], "withdrawn": []}
         if self.cfg.generator.state_findings if state_findings is None else state_findings:
             report, edits = consistency.align_report(report, {f["name"]: f["status"] for f in findings},

@@ -54,6 +54,7 @@ from tqdm import tqdm
 
 from medkit.augment import augment_study_batch
 from medkit.calibrate import fit_model_thresholds
+from medkit.consistency import fit_template
 from medkit.config import ConfigFile, MedKitConfig
 from medkit.files import atomic_write
 from medkit.data import Study, load_studies
@@ -615,6 +616,7 @@ def train_generator(cfg: MedKitConfig, student: CXREncoder, train: StudyTensors,
              epoch_items=generator_epoch_items(train.findings, cfg.train.normal_keep, cfg.train.seed))
     mark_done(out, "generator", d)
     gen.learn_report_text([s.report for s in train.studies])
+    model.cfg.generator.template = fit_template([s.report for s in train.studies], cfg.generator.draft_min_reports)
     rows = fit_model_thresholds(model.cfg, encoded.probs, train.label_matrix(),
                                 train.positive_matrix() > 0.5)
     logger.info("finding thresholds: %s", {r["observation"]: r["threshold"] for r in rows})
@@ -695,6 +697,7 @@ def export_model(run: str | Path, data: str | Path, out: str | Path) -> Path:
     if cfg.train.limit:
         studies = studies[: cfg.train.limit]
     model.generator.learn_report_text([s.report for s in studies])
+    model.cfg.generator.template = fit_template([s.report for s in studies], cfg.generator.draft_min_reports)
     train = StudyTensors(studies, cfg)
     fit_model_thresholds(model.cfg, encode_studies(model.student, train).probs, train.label_matrix(),
                          train.positive_matrix() > 0.5)

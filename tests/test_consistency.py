@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from medkit.consistency import HEDGES, NEGATIONS, STATEMENTS, align_report, sentences, state_findings
+from medkit.consistency import HEDGES, NEGATIONS, STATEMENTS, align_report, fit_template, sentences, state_findings
 from medkit.labeler import OBSERVATIONS, Status, label_report
 
 STATED = (Status.POSITIVE, Status.UNCERTAIN)
@@ -158,3 +158,34 @@ def test_phrase_check_cuts_sentences_into_shared_fragments():
     assert bench.fragments("There is a small effusion.", counts, 5) == [("there is a small effusion", 5)]
     assert bench.fragments("Heart is big.", counts, 5) is None
     assert bench.fragments("Heart is big.", counts, 1) == [("heart is big", 1)]
+
+
+# ---- the site's normal report (fit_template) ------------------------------------------------
+SITE = ["The heart is normal in size. The lungs are clear. No pneumothorax.",
+        "The heart is normal in size. The lungs are clear. No pneumothorax.",
+        "The heart is normal in size. The lungs are clear.",
+        "Heart size is enlarged. The lungs are clear. No pneumothorax.",
+        "The heart is normal in size. The lungs are clear. No pneumothorax. Old rib fracture xxxx."]
+
+
+def test_template_is_the_consensus_of_shared_sentences_in_their_usual_form():
+    template = fit_template(SITE + ["the heart is normal in size. THE LUNGS ARE CLEAR."], min_reports=3)
+    assert template == ("The heart is normal in size.", "The lungs are clear.", "No pneumothorax.")
+
+
+def test_template_never_holds_a_sentence_fewer_reports_share_or_a_placeholder():
+    for min_reports in (1, 2, 4):
+        template = fit_template(SITE, min_reports=min_reports)
+        assert template
+        for sentence in template:
+            assert "xxxx" not in sentence.lower()
+            assert sum(sentence in report for report in SITE) >= min_reports, (min_reports, sentence)
+    assert fit_template(SITE, min_reports=5) == ()  # only "The lungs are clear." is that common: no report is made of it
+
+
+def test_template_edited_by_the_table_states_only_its_findings():
+    template = " ".join(fit_template(SITE, min_reports=3))
+    report, edits = align_report(template, {"Pneumothorax": "positive", "Cardiomegaly": "negative"})
+    labels = label_report(report)
+    assert labels["Pneumothorax"] is Status.POSITIVE and labels["Cardiomegaly"] is Status.NEGATIVE
+    assert "The lungs are clear." in report and edits["stated"] == ["Pneumothorax"]

@@ -241,3 +241,27 @@ def test_int8_inference_quantises_all_but_the_mlp_output(tiny_lm_dir):
     assert q and all("quantized" in type(m).__module__ for m in q)
     assert down and all(type(m) is torch.nn.Linear for m in down)
     assert model.report_from_files([NIH_PNG])["report"]
+
+
+def test_report_starts_from_the_site_template_unless_the_generator_is_asked_for(tiny_lm_dir):
+    from medkit.consistency import align_report
+    from tests.conftest import NIH_PNG
+
+    model = _tiny_model(tiny_lm_dir, ["Lungs are clear.", "No effusion."])
+    model.cfg.generator.template = ("The lungs are clear.", "No pleural effusion or pneumothorax.")
+    calls = []
+    decode = model.generator.generate
+    model.generator.generate = lambda *a, **k: calls.append(1) or decode(*a, **k)
+    out = model.report_from_files([NIH_PNG])
+    assert not calls  # the language model is not run for a template report
+    expected, _ = align_report("The lungs are clear. No pleural effusion or pneumothorax.",
+                               {f["name"]: f["status"] for f in out["findings"]}, model.cfg.generator.borderline)
+    assert out["report"] == expected
+    assert model.report_from_files([NIH_PNG], state_findings=False)["report"] == \
+        "The lungs are clear. No pleural effusion or pneumothorax."
+    generated = model.report_from_files([NIH_PNG], report_base="generator", state_findings=False)["report"]
+    assert calls and generated != "The lungs are clear. No pleural effusion or pneumothorax."
+    with pytest.raises(ValueError, match="report_base"):
+        model.report_from_files([NIH_PNG], report_base="retrieval")
+    model.cfg.generator.template = ()  # a config fitted before templates: the generator's text
+    assert model.report_from_files([NIH_PNG], state_findings=False)["report"] == generated

@@ -36,7 +36,7 @@ def _model_class():
 
 class MedkitCxr(MedKitInferTask):
     model_class = staticmethod(_model_class)
-    request_params = ("num_beams", "max_new_tokens", "state_findings", "write_sr")  # the infer params it reads
+    request_params = ("num_beams", "max_new_tokens", "state_findings", "report_base", "write_sr")  # the infer params it reads
 
     def __init__(self, store, lm_path: str | None = None, decode: dict | None = None, max_views: int = 2,
                  description: str = "MedKit chest X-ray report generation (report, findings, knowledge)", **kwargs):
@@ -61,7 +61,11 @@ class MedkitCxr(MedKitInferTask):
         decode = decode_params(data)
         state_findings = bool_param(data, "state_findings")
         model = self._get_network(device, data)
-        result = model.report_from_arrays(data["image"], state_findings=state_findings, **decode)
+        report_base = data.get("report_base")  # "template" | "generator"; None: the model's default
+        if report_base is not None and report_base not in ("template", "generator"):
+            raise ValueError(f"report_base must be 'template' or 'generator', got {report_base!r}")
+        result = model.report_from_arrays(data["image"], state_findings=state_findings, report_base=report_base,
+                                          **decode)
         result["model"] = self.served_version()
         data[self.output_json_key] = result
         return data
