@@ -139,8 +139,8 @@ def _decode_overrides(args) -> dict:
 
 
 def cmd_train(args) -> int:
-    from medkit.config import MedKitConfig
-    from medkit.train import train
+    from medkit.core.config import MedKitConfig
+    from medkit.cxr.train import train
 
     cfg = MedKitConfig.load(args.config) if args.config else MedKitConfig()
     if args.lm:
@@ -165,8 +165,8 @@ def cmd_train_ct(args) -> int:
 
 
 def cmd_generate_ct(args) -> int:
-    from medkit.ct.report import MedKitCT
-    from medkit.ct.volumes import read_volume
+    from medkit.ct.model import MedKitCT
+    from medkit.ct.images import read_volume
 
     read_volume(args.images[0])  # fail fast on bad input before loading the model
     model = MedKitCT.load(args.model, lm_path=args.lm)
@@ -180,16 +180,16 @@ def cmd_generate_ct(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    from medkit.ct.volumes import is_volume_path
-    from medkit.images import load_cxr
-    from medkit.model import MedKitCXR
+    from medkit.ct.images import is_volume_path
+    from medkit.cxr.images import load_cxr
+    from medkit.cxr.model import MedKitCXR
 
     if len(args.images) == 1 and is_volume_path(args.images[0]):
         return cmd_generate_ct(args)
     for p in args.images:  # fail fast on bad input before loading the model
         load_cxr(p)
     if args.sr:
-        from medkit.sr import dicom_sources, write_report_sr
+        from medkit.core.sr import dicom_sources, write_report_sr
 
         sources = dicom_sources(args.images)
     model = MedKitCXR.load(args.model, lm_path=args.lm)
@@ -209,7 +209,7 @@ def cmd_generate(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from medkit.evaluate import evaluate, markdown_table
+    from medkit.cxr.evaluate import evaluate, markdown_table
 
     result = evaluate(args.data, args.split, args.model, args.limit, args.lm, _decode_overrides(args),
                       floors=not args.no_floors, state_findings=False if args.no_state_findings else None)
@@ -222,7 +222,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from medkit.train import export_model
+    from medkit.cxr.train import export_model
 
     print(f"model written to {export_model(args.run, args.data, args.out)}")
     return 0
@@ -241,7 +241,7 @@ def cmd_evaluate_ct(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
-    from medkit.calibrate import calibrate, markdown_table
+    from medkit.cxr.calibrate import calibrate, markdown_table
 
     print(markdown_table(calibrate(args.model, args.data)))
     return 0
@@ -255,7 +255,7 @@ def cmd_import_masks(args) -> int:
     import requests
     import SimpleITK as sitk
 
-    from medkit.ct.volumes import VolumeInputError, totalsegmentator_mask
+    from medkit.ct.images import VolumeInputError, totalsegmentator_mask
 
     failed = 0
     for entry in args.masks:

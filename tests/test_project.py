@@ -16,6 +16,6 @@ def test_ci_runs_readme_test_command():
 
 
 def test_core_imports_without_monailabel():
-    code = ("import sys; import medkit.model, medkit.train, medkit.evaluate, medkit.cli; "
+    code = ("import sys; import medkit.cxr.model, medkit.cxr.train, medkit.cxr.evaluate, medkit.cli; "
             "bad = [m for m in sys.modules if m.startswith(('monailabel', 'slicer'))]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

@@ -41,7 +41,7 @@ def evaluate_study(model, study, work: Path) -> dict:
     """One study: per-organ Dice, volumes and report status, the rejected organs, the latency."""
     import SimpleITK as sitk
 
-    from medkit.ct.volumes import read_mask
+    from medkit.ct.images import read_mask
 
     organs = model.cfg.encoder.organs
     t0 = time.perf_counter()
@@ -93,7 +93,7 @@ def summarize(studies: list[dict]) -> dict:
 
 def evaluate_ct(manifest: str | Path, model_dir: str | Path | None = None, split: str | None = None) -> dict:
     """Evaluate the CT model (default: the shipped one) on every study with a mask in ``manifest``."""
-    from medkit.ct.report import MedKitCT
+    from medkit.ct.model import MedKitCT
     from medkit.ct.train import load_ct_manifest
 
     studies = load_ct_manifest(manifest, split=split)

@@ -146,7 +146,7 @@ def check_organs(measures: dict, geometry: dict[str, dict], confidence: dict[str
 def main(argv: list[str] | None = None) -> int:
     import tempfile
 
-    from medkit.ct.report import MedKitCT
+    from medkit.ct.model import MedKitCT
 
     model = MedKitCT.load()
     for p in argv if argv is not None else sys.argv[1:]:

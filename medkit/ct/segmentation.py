@@ -1,6 +1,6 @@
 """Organ segmentation of a whole CT volume with bounded memory, mapped back to the input grid.
 
-1. The volume is resampled onto the model grid (``medkit.ct.volumes.to_model_grid``).
+1. The volume is resampled onto the model grid (``medkit.ct.images.to_model_grid``).
 2. MONAI's ``sliding_window_inference`` runs the student on ``roi_size`` patches
    (``sw_batch_size`` at a time, Gaussian blending), stitching two outputs at once: organ
    probabilities at full model resolution and the student's deepest feature map (stride 8), from
@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from medkit.ct.config import CTConfig
-from medkit.ct.encoders3d import CTStudent
-from medkit.ct.volumes import CTVolume, array_to_image, labels_to_original, to_model_grid
+from medkit.ct.encoders import CTStudent
+from medkit.ct.images import CTVolume, array_to_image, labels_to_original, to_model_grid
 
 logger = logging.getLogger(__name__)
 
@@ -109,8 +109,8 @@ def segment(student: CTStudent, volume: CTVolume, cfg: CTConfig, tissue_cfg=None
 def main(argv: list[str] | None = None) -> int:
     import SimpleITK as sitk
 
-    from medkit.ct.report import MedKitCT
-    from medkit.ct.volumes import read_volume
+    from medkit.ct.model import MedKitCT
+    from medkit.ct.images import read_volume
 
     argv = argv if argv is not None else sys.argv[1:]
     if len(argv) != 2:

@@ -155,7 +155,7 @@ def segment_tissues(hu_image, model01: np.ndarray, ref, vcfg: VolumeConfig, cfg:
     geometry ``ref``). ``medkit.ct.segmentation.segment`` does the same in the organs' resampling pass."""
     import SimpleITK as sitk
 
-    from medkit.ct.volumes import array_to_image, labels_to_original
+    from medkit.ct.images import array_to_image, labels_to_original
 
     cfg = cfg or TissueConfig()
     body_m, code = tissue_codes(model01, ref, vcfg, cfg)
@@ -164,7 +164,7 @@ def segment_tissues(hu_image, model01: np.ndarray, ref, vcfg: VolumeConfig, cfg:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from medkit.ct.volumes import read_volume, to_model_grid
+    from medkit.ct.images import read_volume, to_model_grid
 
     for p in argv if argv is not None else sys.argv[1:]:
         vol = read_volume(p)

@@ -13,18 +13,18 @@ map of the organs (``mask_labels`` maps MedKit organ names to its values; defaul
 TotalSegmentator v2 values); ``labels`` (optional) overrides the report labeler. Studies without
 a mask train the distillation and label terms only; studies without a report train no generator.
 
-Stages (each resumable through ``medkit.train.run_loop``: ``OUT/<stage>/state.pt``):
+Stages (each resumable through ``medkit.cxr.train.run_loop``: ``OUT/<stage>/state.pt``):
 
 - crops: each volume on the model grid (3 mm, RAS) gives ``crops_per_volume`` seeded crops.
-- teacher: the frozen I3ResNet-152 (``medkit.ct.encoders3d.CTTeacher``) encodes every crop once
+- teacher: the frozen I3ResNet-152 (``medkit.ct.encoders.CTTeacher``) encodes every crop once
   (``OUT/teacher/targets.pt``); a linear label head is trained on its pooled features against the
   report labels (skipped when no study has a positive label: then the KL term is off).
 - student: SegResNet trained with Dice + cross-entropy on organ masks, Bernoulli KL to the
   teacher's label distribution (temperature 2), projected feature MSE at three depths and BCE on
-  the labels (``medkit.config.DistillConfig`` weights).
+  the labels (``medkit.core.config.DistillConfig`` weights).
 - generator: only when studies have reports and ``generator_epochs`` > 0: the student is frozen,
   its whole-volume tokens are computed once, and the projector, knowledge fusion and LoRA train on
-  report tokens (``medkit.generator.ReportGenerator``), knowledge prompts from the report labels.
+  report tokens (``medkit.core.generator.model.ReportGenerator``), knowledge prompts from the report labels.
 
 The final model (student [+ generator] tensors + config.json) lands in ``OUT/model``.
 """
@@ -41,11 +41,11 @@ import torch
 import torch.nn.functional as F
 
 from medkit.ct.config import TOTALSEG_LABELS, CTConfig
-from medkit.ct.encoders3d import CTStudent, CTTeacher, FeatureProjectors3d, teacher_available
-from medkit.ct.labels import label_ct_report
-from medkit.ct.volumes import VolumeInputError, read_mask, read_volume, to_model_grid
-from medkit.distill import bernoulli_kl
-from medkit.files import atomic_write
+from medkit.ct.encoders import CTStudent, CTTeacher, FeatureProjectors3d, teacher_available
+from medkit.ct.labeler import label_ct_report
+from medkit.ct.images import VolumeInputError, read_mask, read_volume, to_model_grid
+from medkit.core.distill import bernoulli_kl
+from medkit.core.files import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class CTStudy:
 
 def load_ct_manifest(path: str | Path, split: str | None = "train") -> list[CTStudy]:
     """CT studies of a JSONL manifest (``split=None``: all lines)."""
-    from medkit.data import load_manifest, resolve_path
+    from medkit.core.data import load_manifest, resolve_path
 
     path = Path(path)
     if path.suffix != ".jsonl" or not path.is_file():
@@ -214,14 +214,14 @@ def train_ct(cfg: CTConfig, data: str | Path, out: str | Path, lm=None, tokenize
     """Run (or resume) the CT stages on a JSONL manifest; returns ``OUT/model``."""
     from safetensors.torch import load_file
 
-    from medkit.ct.report import MedKitCT
-    from medkit.model import atomic_save_safetensors
-    from medkit.train import Dist, check_resumable, mark_done, run_loop, seed_everything, stage_done
+    from medkit.ct.model import MedKitCT
+    from medkit.cxr.model import atomic_save_safetensors
+    from medkit.cxr.train import Dist, check_resumable, mark_done, run_loop, seed_everything, stage_done
 
-    # medkit.train.run_loop (shared with the 2D path) reads cfg.train.{seed, weight_decay,
+    # medkit.cxr.train.run_loop (shared with the 2D path) reads cfg.train.{seed, weight_decay,
     # warmup_steps, grad_clip}, which CTTrainConfig has too.
     out = Path(out)
-    d = Dist()  # single process: CT volumes are few and large (DDP: see medkit.train for the 2D path)
+    d = Dist()  # single process: CT volumes are few and large (DDP: see medkit.cxr.train for the 2D path)
     seed_everything(cfg.train.seed)
     out.mkdir(parents=True, exist_ok=True)
     check_resumable(out, cfg, {"teacher": cfg.train.teacher_probe_epochs, "student": cfg.train.student_epochs,
@@ -310,9 +310,9 @@ def train_ct(cfg: CTConfig, data: str | Path, out: str | Path, lm=None, tokenize
 
 def train_ct_generator(cfg: CTConfig, student: CTStudent, crops: CTCrops, out: Path, d, ckpt_every: int,
                        lm=None, tokenizer=None):
-    from medkit.ct.report import MedKitCT
+    from medkit.ct.model import MedKitCT
     from medkit.ct.segmentation import run_student
-    from medkit.train import mark_done, run_loop
+    from medkit.cxr.train import mark_done, run_loop
 
     student.requires_grad_(False)
     model = MedKitCT(cfg, student=student, with_generator=True, lm=lm, tokenizer=tokenizer)
@@ -340,7 +340,7 @@ def export_student(run_dir: str | Path, model_dir: str | Path) -> Path:
     (its epoch is recorded in ``training.json``)."""
     from safetensors.torch import load_file
 
-    from medkit.ct.report import MedKitCT
+    from medkit.ct.model import MedKitCT
 
     run_dir = Path(run_dir)
     cfg = CTConfig.load(run_dir / "config.json")

@@ -2,7 +2,7 @@
 
 A datastore image is a PNG / JPEG / DICOM file (local folder) or a folder holding one DICOM
 series (DICOMweb datastore: one file per view for CR / DX). ``LoadCXRd`` turns it into the
-views of one study, as (H, W) float32 arrays in 0..1 via :func:`medkit.images.load_cxr`.
+views of one study, as (H, W) float32 arrays in 0..1 via :func:`medkit.cxr.images.load_cxr`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from monai.transforms import MapTransform
 
-from medkit.images import ImageInputError, load_cxr, order_views, read_dicom_header
+from medkit.cxr.images import ImageInputError, load_cxr, order_views, read_dicom_header
 
 logger = logging.getLogger(__name__)
 

@@ -332,7 +332,7 @@ def test_ct_rows_mark_organs_that_failed_the_plausibility_checks(module):
 
 
 def test_borderline_findings_go_back_as_uncertain_and_undetermined(module):
-    """The findings table's borderline decision (medkit.consistency): the report label the server
+    """The findings table's borderline decision (medkit.cxr.consistency): the report label the server
     accepts calls it uncertain, the module's SR codes it Undetermined."""
     found = {"name": "Pleural Effusion", "status": "borderline", "probability": 0.3}
     assert module.reportFinding(found) == {"name": "Pleural Effusion", "status": "uncertain", "probability": 0.3}

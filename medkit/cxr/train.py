@@ -1,0 +1,703 @@
+"""Three-stage training: teacher -> student (multi-level distillation) -> report generator.
+
+    medkit train --data ../shared/data --out runs/cxr             # all stages, resumable
+    torchrun --nproc_per_node 2 -m medkit.cli train --data ... --out ...   # same, DDP
+
+    medkit --threads 1 train --data ../shared/data --out runs/teacher --until teacher   # stage 1 only
+
+- teacher: Lite0 (or Lite1/Lite2, ``encoder.teacher_backbone``) trained on labeler labels with a
+  class-balanced BCE (``train.pos_weight``), on radiograph augmentation (``medkit.cxr.augment``:
+  small rotation / zoom / shift, gamma / contrast / brightness, never a left-right flip), both
+  views of a study pooled into one study-level prediction; then frozen.
+- student: truncated Lite0 trained with KL to the teacher's label distribution, projected
+  feature losses at three depths and its own class-balanced BCE head (``medkit.core.distill``). With
+  ``train.student_augment`` the frozen teacher runs on the student's augmented batch each step;
+  without it the teacher's outputs are computed once per run and kept in memory.
+- after every teacher / student epoch the findings head is scored on the val split (AUC per
+  observation, ``OUT/<stage>/val_auc.jsonl``) and the epoch with the best mean AUC is the one the
+  stage keeps (``OUT/<stage>/best.json``).
+- images are decoded and resized once per run (``StudyTensors``, float16 in memory, about a
+  minute for IU X-ray's 2,069 + 296 studies, most of it the labeler); a step only indexes them.
+  Encoders train in ``channels_last`` (``train.channels_last``): on CPU a Lite0 step of 16
+  two-view studies takes 3.9 s instead of 10.1 s on one thread (``benchmarks/train_step.py``),
+  which is where the first shipped teacher's 22 minutes per epoch went (130 steps x 10 s).
+- generator: the student is frozen; its visual tokens are computed once, then the projector,
+  knowledge fusion and LoRA adapters train with cross-entropy on report tokens. The knowledge
+  prompt comes from the ground-truth labels of the report (labeler), not from predictions.
+
+Every stage writes ``OUT/<stage>/state.pt`` (trainable tensors, optimiser, step, RNG) every
+``ckpt_every`` steps and at each epoch end, atomically; rerunning the same command resumes
+from the last one and skips the finished stages. The final model (trainable tensors only +
+config) lands in ``OUT/model``. Under torchrun (WORLD_SIZE > 1) each process takes its share
+of the batches through DistributedSampler and gradients are all-reduced by DDP (gloo on CPU,
+NCCL on GPUs); only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
+
+from medkit.cxr.augment import augment_study_batch
+from medkit.cxr.calibrate import fit_model_thresholds
+from medkit.core.config import ConfigFile, MedKitConfig
+from medkit.core.files import atomic_write
+from medkit.core.data import Study, load_studies
+from medkit.core.distill import FeatureProjectors, distillation_loss
+from medkit.cxr.encoders import CXREncoder
+from medkit.cxr.images import ImageInputError, load_cxr, order_views, to_model_input
+from medkit.cxr.labeler import label_report, positive_findings, to_binary
+from medkit.core.metrics import findings_auc
+from medkit.cxr.model import MedKitCXR, atomic_save_safetensors
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("teacher", "student", "generator")
+
+
+# ---- distributed helpers ---------------------------------------------------------------------
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed() -> Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Dist(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend)
+    rank = dist.get_rank()
+    device = torch.device("cpu")
+    if backend == "nccl":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    return Dist(rank, world, device)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def epoch_order(n: int, seed: int, epoch: int, d: Dist) -> list[int]:
+    """This rank's share of a seeded permutation (DistributedSampler semantics, padded)."""
+    g = torch.Generator().manual_seed(seed + epoch)
+    perm = torch.randperm(n, generator=g).tolist()
+    total = math.ceil(n / d.world) * d.world
+    perm += perm[: total - n]
+    return perm[d.rank : total : d.world]
+
+
+def make_batches(order: list[int], batch_size: int, lengths: list[int] | None, seed: int) -> list[list[int]]:
+    """Batches in ``order``; with ``lengths``, items of similar length share a batch (less padding):
+    windows of 16 batches are sorted by length, cut into batches, and the batches shuffled."""
+    if lengths is None:
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    window = batch_size * 16
+    batches = []
+    for i in range(0, len(order), window):
+        chunk = sorted(order[i : i + window], key=lambda j: lengths[j])
+        batches += [chunk[k : k + batch_size] for k in range(0, len(chunk), batch_size)]
+    random.Random(seed).shuffle(batches)
+    return batches
+
+
+# ---- data ------------------------------------------------------------------------------------
+class StudyTensors:
+    """Images of every study decoded and resized once per run, kept in memory: (V, 1, S, S) float16
+    (about 200 kB a study at 224 px), its training labels (14,) (uncertain as
+    ``distill.uncertain_as``) and its labeler positives (14,) (uncertain as 0; what the findings
+    AUC is scored against). Training steps only index these tensors; nothing is decoded per step."""
+
+    def __init__(self, studies: list[Study], cfg: MedKitConfig, show: bool = True):
+        size, max_views = cfg.encoder.image_size, cfg.encoder.max_views
+        self.studies, self.images, self.masks, self.labels, self.findings = [], [], [], [], []
+        self.positives = []
+        skipped = 0
+        for s in tqdm(studies, desc="loading images", disable=not show):
+            present = [i for i, p in enumerate(s.images) if p.exists()]
+            if not present or not s.report.strip():
+                skipped += 1
+                continue
+            paths = [s.images[i] for i in present]
+            views = [s.views[i] for i in present] if s.views else None
+            try:
+                arrays = [load_cxr(paths[i]) for i in order_views(paths, views, max_views)]
+            except ImageInputError as e:
+                logger.warning("skipping study %s: %s", s.id, e)
+                skipped += 1
+                continue
+            x = torch.zeros(max_views, 1, size, size, dtype=torch.float16)
+            for v, a in enumerate(arrays):
+                x[v, 0] = torch.from_numpy(to_model_input(a, size))
+            m = torch.zeros(max_views, dtype=torch.bool)
+            m[: len(arrays)] = True
+            labels = label_report(s.report)
+            self.studies.append(s), self.images.append(x), self.masks.append(m)
+            self.labels.append(torch.tensor(to_binary(labels, cfg.distill.uncertain_as)))
+            self.positives.append(torch.tensor(to_binary(labels, 0.0)))
+            self.findings.append(positive_findings(labels))
+        if skipped:
+            logger.warning("%d studies skipped (no image on disk, unreadable image or empty report)", skipped)
+        if not self.studies:
+            raise ValueError("no usable study (each needs a readable image and a report)")
+
+    def __len__(self) -> int:
+        return len(self.studies)
+
+    def subset(self, n: int) -> "StudyTensors":
+        """The first ``n`` studies (no copy of the tensors)."""
+        part = object.__new__(StudyTensors)
+        for name in ("studies", "images", "masks", "labels", "findings", "positives"):
+            setattr(part, name, getattr(self, name)[:n])
+        return part
+
+    def label_matrix(self) -> np.ndarray:
+        """(N, num_labels) binary labels of every study."""
+        return torch.stack(self.labels).numpy()
+
+    def positive_matrix(self) -> np.ndarray:
+        """(N, num_labels) labeler positives of every study (uncertain counts as negative), labelled
+        once when the studies were loaded."""
+        return torch.stack(self.positives).numpy()
+
+    def batch(self, idx: list[int], device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = torch.stack([self.images[i] for i in idx]).float().to(device)
+        return x, torch.stack([self.masks[i] for i in idx]).to(device), torch.stack([self.labels[i] for i in idx]).to(device)
+
+
+# ---- checkpointing ---------------------------------------------------------------------------
+def save_state(path: Path, module: torch.nn.Module, opt, sched, epoch: int, step: int, extra: dict | None = None) -> None:
+    """Trainable tensors + optimiser + position + RNG, written atomically."""
+    state = {
+        "model": {k: v for k, v in module.state_dict().items() if k in trainable_names(module)},
+        "opt": opt.state_dict(), "sched": sched.state_dict(), "epoch": epoch, "step": step,
+        "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+        "extra": extra or {},
+    }
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def trainable_names(module: torch.nn.Module) -> set[str]:
+    names = {n for n, p in module.named_parameters() if p.requires_grad}
+    # BatchNorm running statistics are state too (buffers of trainable submodules).
+    names |= {n for n, _ in module.named_buffers() if not n.startswith("lm.")}
+    return names
+
+
+def load_state(path: Path, module: torch.nn.Module, opt, sched) -> tuple[int, int, dict]:
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    module.load_state_dict(state["model"], strict=False)
+    opt.load_state_dict(state["opt"])
+    sched.load_state_dict(state["sched"])
+    torch.set_rng_state(state["rng"]["torch"])
+    np.random.set_state(state["rng"]["numpy"])
+    random.setstate(state["rng"]["python"])
+    return state["epoch"], state["step"], state.get("extra", {})
+
+
+def make_optimizer(module, lr, cfg: MedKitConfig, total_steps: int):
+    params = [p for p in module.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.train.weight_decay)
+    warm = min(cfg.train.warmup_steps, max(1, total_steps // 10))
+
+    def lr_at(step):  # linear warm-up, cosine decay to 10 %
+        if step < warm:
+            return (step + 1) / warm
+        t = (step - warm) / max(1, total_steps - warm)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+
+
+# ---- generic loop ----------------------------------------------------------------------------
+def run_loop(name: str, module: torch.nn.Module, loss_fn, n_items: int, batch_size: int, epochs: int, lr: float,
+             cfg: MedKitConfig, out: Path, d: Dist, ckpt_every: int, on_epoch_end=None,
+             lengths: list[int] | None = None, epoch_items=None) -> list[dict]:
+    """Seeded, resumable epochs over ``n_items``; ``loss_fn(module, idx) -> (loss, logs)``.
+    ``epoch_items(epoch)``, when given, is the list of item indices that epoch draws from (the
+    same length every epoch); by default every item, once."""
+    if epoch_items is None:
+        epoch_items = lambda epoch: range(n_items)  # noqa: E731
+    per_epoch = len(epoch_items(0))
+    steps_per_epoch = math.ceil(math.ceil(per_epoch / d.world) / batch_size)
+    total = steps_per_epoch * epochs
+    opt, sched = make_optimizer(module, lr, cfg, total)
+    ckpt = out / name / "state.pt"
+    history_path = out / name / "history.jsonl"
+    epoch, step, extra = 0, 0, {}
+    if ckpt.exists():
+        epoch, step, extra = load_state(ckpt, module, opt, sched)
+        logger.info("%s: resuming at epoch %d step %d", name, epoch, step)
+    model = DDP(module, find_unused_parameters=True) if d.world > 1 else module
+    history = extra.get("history", [])
+    if d.main:
+        history_path.parent.mkdir(parents=True, exist_ok=True)
+    while epoch < epochs:
+        items = epoch_items(epoch)
+        order = [items[i] for i in epoch_order(len(items), cfg.train.seed, epoch, d)]
+        batches = make_batches(order, batch_size, lengths, cfg.train.seed + epoch)
+        module.train()
+        bar = tqdm(total=len(batches), initial=step, desc=f"{name} epoch {epoch + 1}/{epochs}", disable=not d.main)
+        for b in range(step, len(batches)):
+            t0 = time.perf_counter()
+            loss, logs = loss_fn(model, batches[b])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([p for p in module.parameters() if p.requires_grad], cfg.train.grad_clip)
+            opt.step()
+            sched.step()
+            rec = {"epoch": epoch, "step": b, "loss": float(loss), **{k: float(v) for k, v in logs.items()},
+                   "items": len(batches[b]), "seconds": round(time.perf_counter() - t0, 4)}
+            history.append(rec)
+            bar.set_postfix(loss=f"{rec['loss']:.4f}")
+            bar.update(1)
+            if d.main:
+                with open(history_path, "a") as f:
+                    f.write(json.dumps(rec) + "\n")
+                if ckpt_every and (b + 1) % ckpt_every == 0 and b + 1 < len(batches):
+                    save_state(ckpt, module, opt, sched, epoch, b + 1, {"history": history})
+        bar.close()
+        epoch, step = epoch + 1, 0
+        if on_epoch_end is not None:
+            extra_logs = on_epoch_end(epoch)
+            if extra_logs and d.main:
+                history.append({"epoch": epoch - 1, **extra_logs})
+                with open(history_path, "a") as f:
+                    f.write(json.dumps({"epoch": epoch - 1, **extra_logs}) + "\n")
+        if d.main:
+            save_state(ckpt, module, opt, sched, epoch, 0, {"history": history})
+    module.eval()
+    return history
+
+
+# Settings a resumed run may change: how long to train, how much to validate, and how the
+# generator epochs still to run draw their studies.
+RESUMABLE_CHANGES = {"train.teacher_epochs", "train.student_epochs", "train.generator_epochs", "train.eval_limit",
+                     "train.normal_keep",  # epochs still to run draw their studies the new way
+                     "train.teacher_probe_epochs"}  # the last one: CT runs
+
+
+def config_changes(a: ConfigFile, b: ConfigFile) -> set[str]:
+    """Keys (``section.key``) whose values differ between two configs of the same kind."""
+    da, db = a.to_dict(), b.to_dict()
+    out = set()
+    for section in da:
+        if isinstance(da[section], dict):
+            out |= {f"{section}.{k}" for k in da[section] if da[section][k] != db[section].get(k)}
+        elif da[section] != db[section]:
+            out.add(section)
+    return out
+
+
+def trained_epochs(out: Path, stage: str) -> int | None:
+    """Epochs a stage's checkpoint has completed (None before its first checkpoint)."""
+    ckpt = out / stage / "state.pt"
+    return torch.load(ckpt, map_location="cpu", weights_only=False)["epoch"] if ckpt.exists() else None
+
+
+def check_resumable(out: Path, cfg: ConfigFile, stage_epochs: dict[str, int]) -> None:
+    """Refuse to resume a run folder whose config differs beyond RESUMABLE_CHANGES, or whose
+    epochs the checkpoints cannot honour; then save ``cfg``. ``stage_epochs`` maps each stage, in
+    training order, to the epochs the config asks of it. A stage cannot be trained to fewer epochs
+    than it has, and a finished stage that a later one learned from is never trained further
+    (more generator epochs, the last stage, are fine). Checked before anything is written."""
+    prev = out / "config.json"
+    if prev.exists():
+        changed = config_changes(type(cfg).load(prev), cfg) - RESUMABLE_CHANGES
+        if changed:
+            raise ValueError(f"{out} holds a run with another config ({', '.join(sorted(changed))} differ); "
+                             "use a new --out or the same settings")
+    stages = list(stage_epochs)
+    for i, (stage, epochs) in enumerate(stage_epochs.items()):
+        done = trained_epochs(out, stage)
+        if done is None:
+            continue
+        if done > epochs:
+            raise ValueError(f"{out}: the {stage} stage has trained {done} epochs and the config asks for {epochs}; "
+                             "a checkpoint cannot be untrained: use at least that many or a new --out")
+        if done < epochs and stage_done(out, stage) and i < len(stages) - 1:
+            raise ValueError(f"{out}: the {stage} stage finished after {done} epochs and the config asks for {epochs}; "
+                             f"the {', '.join(stages[i + 1:])} stage(s) learned from it, so it is not trained further: "
+                             "use a new --out")
+    cfg.save(prev)
+
+
+def stage_done(out: Path, name: str) -> bool:
+    return (out / name / "done").exists()
+
+
+def mark_done(out: Path, name: str, d: Dist) -> None:
+    if d.main:
+        (out / name / "done").write_text(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
+    if d.world > 1:
+        dist.barrier()
+
+
+# ---- stages ----------------------------------------------------------------------------------
+def class_pos_weight(labels: np.ndarray, mode: str, cap: float) -> torch.Tensor | None:
+    """(C,) weights of the positive examples in the encoders' BCE, from (N, C) training labels.
+
+    ``"balanced"``: negatives / positives of each observation (a positive weighs as much as all
+    negatives together); ``"sqrt"``: its square root (half-way, on a log scale); ``"none"``: None
+    (plain BCE). Clipped to [1, cap]: observations more common than not keep weight 1, and an
+    observation with no positive gets 1."""
+    if mode == "none":
+        return None
+    if mode not in ("sqrt", "balanced"):
+        raise ValueError(f"pos_weight mode must be 'none', 'sqrt' or 'balanced', got {mode!r}")
+    pos = np.asarray(labels, dtype=np.float64).sum(0)
+    neg = len(labels) - pos
+    w = np.where(pos > 0, neg / np.maximum(pos, 1e-9), 1.0)
+    if mode == "sqrt":
+        w = np.sqrt(w)
+    return torch.tensor(np.clip(w, 1.0, cap), dtype=torch.float32)
+
+
+def prepare_encoder(encoder: CXREncoder, cfg: MedKitConfig) -> CXREncoder:
+    """NHWC weights when ``train.channels_last``: 2.6x faster Lite0 training steps on CPU
+    (``benchmarks/train_step.py``); the saved tensors are the same."""
+    return encoder.to(memory_format=torch.channels_last) if cfg.train.channels_last else encoder
+
+
+def findings_validation(name: str, encoder: CXREncoder, val: StudyTensors | None, cfg: MedKitConfig, out: Path,
+                        d: Dist):
+    """``on_epoch_end`` of an encoder stage: the findings head's AUC per observation on ``val``
+    (``medkit.core.metrics.findings_auc``) appended to ``OUT/<name>/val_auc.jsonl`` (``epoch`` = epochs
+    completed), and the tensors of the epoch with the best mean AUC kept in
+    ``OUT/<name>/best.safetensors`` (``best.json`` says which epoch)."""
+    folder = out / name
+
+    def hook(epoch: int) -> dict:
+        if val is None or not len(val) or not d.main:
+            return {}
+        t0 = time.perf_counter()
+        probs = encode_studies(encoder, val, d).probs
+        res = findings_auc(probs, val.positive_matrix(), cfg.observations, cfg.train.auc_min_positives)
+        rec = {"epoch": epoch, **res, "seconds": round(time.perf_counter() - t0, 1)}
+        with open(folder / "val_auc.jsonl", "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        best_file = folder / "best.json"
+        best = json.loads(best_file.read_text()) if best_file.exists() else None
+        mean = res["mean_auc"]
+        if mean is not None and (best is None or mean > best["mean_auc"]):
+            atomic_save_safetensors(encoder.state_dict(), folder / "best.safetensors")
+            atomic_write(best_file, json.dumps({"epoch": epoch, "mean_auc": mean}) + "\n")
+        logger.info("%s epoch %d: val mean AUC %s over %d observations (%s)", name, epoch, mean, len(res["mean_over"]),
+                    ", ".join(f"{k} {v['auc']:.3f}" for k, v in res["per_observation"].items() if v["auc"] is not None))
+        return {"val_mean_auc": mean}
+
+    return hook
+
+
+def keep_best(name: str, encoder: CXREncoder, out: Path, d: Dist) -> None:
+    """Load the best validated epoch's tensors into ``encoder`` (if the stage was validated)."""
+    from safetensors.torch import load_file
+
+    if d.world > 1:
+        dist.barrier()  # rank 0 writes best.safetensors
+    best = out / name / "best.safetensors"
+    if best.exists():
+        encoder.load_state_dict(load_file(str(best)))
+        logger.info("%s: keeping %s", name, (out / name / "best.json").read_text().strip())
+
+
+def train_teacher(cfg: MedKitConfig, train: StudyTensors, out: Path, d: Dist, ckpt_every: int,
+                  val: StudyTensors | None = None) -> CXREncoder:
+    teacher = prepare_encoder(CXREncoder(cfg.encoder, "teacher").to(d.device), cfg)
+    path = out / "teacher" / "teacher.safetensors"
+    if stage_done(out, "teacher"):
+        from safetensors.torch import load_file
+
+        teacher.load_state_dict(load_file(str(path)))
+        return teacher.eval().requires_grad_(False)
+
+    task = TeacherTask(teacher, class_pos_weight(train.label_matrix(), cfg.train.pos_weight,
+                                                 cfg.train.pos_weight_max)).to(d.device)
+
+    def loss_fn(model, idx):
+        x, m, y = train.batch(idx, d.device)
+        if cfg.augment.enabled:
+            x = augment_study_batch(x, m, cfg.augment)
+        return model(x, m, y), {}
+
+    (out / "teacher").mkdir(parents=True, exist_ok=True)
+    run_loop("teacher", task, loss_fn, len(train), cfg.train.batch_size, cfg.train.teacher_epochs,
+             cfg.train.lr_encoder, cfg, out, d, ckpt_every,
+             on_epoch_end=findings_validation("teacher", teacher, val, cfg, out, d))
+    keep_best("teacher", teacher, out, d)
+    if d.main:
+        atomic_save_safetensors(teacher.state_dict(), path)
+    mark_done(out, "teacher", d)
+    return teacher.eval().requires_grad_(False)
+
+
+# Each stage's loss is computed inside a module's forward so that DDP sees the whole step.
+class TeacherTask(torch.nn.Module):
+    def __init__(self, teacher: CXREncoder, pos_weight: torch.Tensor | None = None):
+        super().__init__()
+        self.teacher = teacher
+        self.register_buffer("pos_weight", pos_weight, persistent=False)  # (C,) or None
+
+    def forward(self, x, view_mask, labels):
+        return F.binary_cross_entropy_with_logits(self.teacher(x, view_mask).logits, labels, pos_weight=self.pos_weight)
+
+
+class StudentTask(torch.nn.Module):
+    def __init__(self, cfg: MedKitConfig, student: CXREncoder, teacher_channels: tuple[int, ...],
+                 pos_weight: torch.Tensor | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.student = student
+        self.projectors = FeatureProjectors(student.level_channels, teacher_channels)
+        self.register_buffer("pos_weight", pos_weight, persistent=False)
+
+    def forward(self, x, view_mask, labels, teacher_feats, teacher_logits):
+        o = self.student(x, view_mask)
+        losses = distillation_loss(self.cfg.distill, self.projectors, o.features, o.logits, teacher_feats,
+                                   teacher_logits, labels, self.pos_weight)
+        return losses.total, {"kl": losses.kl, "feature": losses.feature, "label": losses.label}
+
+
+@torch.no_grad()
+def teacher_targets(teacher: CXREncoder, data: StudyTensors, d: Dist, bs: int = 32):
+    """Teacher logits and features for every study, computed once (float16 to halve memory)."""
+    teacher.eval()
+    logits, feats = [], []
+    for i in tqdm(range(0, len(data), bs), desc="teacher features", disable=not d.main):
+        x, m, _ = data.batch(list(range(i, min(i + bs, len(data)))), d.device)
+        o = teacher(x, m)
+        logits.append(o.logits.cpu())
+        feats.append([f.half().cpu() for f in o.features])
+    levels = [torch.cat([f[k] for f in feats]) for k in range(len(feats[0]))]  # each (N*V, C, h, w)
+    return torch.cat(logits), levels
+
+
+def train_student(cfg: MedKitConfig, teacher: CXREncoder, train: StudyTensors, out: Path, d: Dist,
+                  ckpt_every: int, val: StudyTensors | None = None) -> CXREncoder:
+    student = CXREncoder(cfg.encoder, "student")
+    path = out / "student" / "student.safetensors"
+    if stage_done(out, "student"):
+        from safetensors.torch import load_file
+
+        student.load_state_dict(load_file(str(path)))
+        return prepare_encoder(student, cfg).eval()
+    student = prepare_encoder(student.to(d.device), cfg)
+    task = StudentTask(cfg, student, teacher.level_channels,
+                       class_pos_weight(train.label_matrix(), cfg.train.pos_weight, cfg.train.pos_weight_max))
+    task = task.to(d.device)
+    teacher.eval()
+    V = cfg.encoder.max_views
+    if cfg.train.student_augment and cfg.augment.enabled:
+        # The teacher sees the student's augmented batch (its targets change every step).
+        def loss_fn(model, idx):
+            x, m, y = train.batch(idx, d.device)
+            x = augment_study_batch(x, m, cfg.augment)
+            with torch.no_grad():
+                t = teacher(x, m)
+            return model(x, m, y, [f.float() for f in t.features], t.logits)
+    else:
+        t_logits, t_feats = teacher_targets(teacher, train, d)
+
+        def loss_fn(model, idx):
+            rows = torch.tensor([i * V + v for i in idx for v in range(V)])
+            tf = [f[rows].to(d.device).float() for f in t_feats]
+            return model(*train.batch(idx, d.device), tf, t_logits[idx].to(d.device))
+
+    (out / "student").mkdir(parents=True, exist_ok=True)
+    run_loop("student", task, loss_fn, len(train), cfg.train.batch_size, cfg.train.student_epochs,
+             cfg.train.lr_encoder, cfg, out, d, ckpt_every,
+             on_epoch_end=findings_validation("student", student, val, cfg, out, d))
+    keep_best("student", student, out, d)
+    if d.main:
+        atomic_save_safetensors(student.state_dict(), path)
+    mark_done(out, "student", d)
+    return student.eval()
+
+
+class EncodedStudies(NamedTuple):
+    tokens: torch.Tensor  # (N, T, C) visual tokens
+    token_mask: torch.Tensor  # (N, T) True where a view is present
+    probs: np.ndarray  # (N, num_labels) sigmoid finding probabilities
+
+
+@torch.no_grad()
+def encode_studies(encoder: CXREncoder, data: StudyTensors, d: Dist | None = None, bs: int = 32) -> EncodedStudies:
+    """One pass of a frozen encoder over every study: what the generator reads (tokens) and what
+    the finding thresholds are fitted to (probabilities)."""
+    d = d or Dist()
+    encoder.eval()
+    toks, masks, probs = [], [], []
+    for i in tqdm(range(0, len(data), bs), desc="encoding studies", disable=not d.main):
+        x, m, _ = data.batch(list(range(i, min(i + bs, len(data)))), d.device)
+        o = encoder(x, m)
+        toks.append(o.tokens.cpu()), masks.append(o.token_mask.cpu()), probs.append(torch.sigmoid(o.logits).float().cpu())
+    return EncodedStudies(torch.cat(toks), torch.cat(masks), torch.cat(probs).numpy())
+
+
+def generator_epoch_items(findings: list[list[str]], normal_keep: float, seed: int):
+    """``epoch -> item indices`` for the generator: every study with a positive finding, plus a
+    seeded draw (fresh each epoch, same size every epoch) of ``normal_keep`` of the others."""
+    abnormal = [i for i, f in enumerate(findings) if f]
+    normal = [i for i, f in enumerate(findings) if not f]
+    keep = min(len(normal), max(1, round(normal_keep * len(normal)))) if normal else 0
+    if keep == len(normal):
+        return lambda epoch: list(range(len(findings)))
+
+    def items(epoch: int) -> list[int]:
+        g = torch.Generator().manual_seed(seed + 7919 * (epoch + 1))  # independent of epoch_order's stream
+        drawn = [normal[j] for j in torch.randperm(len(normal), generator=g)[:keep].tolist()]
+        return sorted(abnormal + drawn)
+
+    return items
+
+
+def train_generator(cfg: MedKitConfig, student: CXREncoder, train: StudyTensors, val: StudyTensors | None,
+                    out: Path, d: Dist, ckpt_every: int, lm=None, tokenizer=None) -> MedKitCXR:
+    student.requires_grad_(False)
+    model = MedKitCXR(cfg, student=student, lm=lm, tokenizer=tokenizer).to(d.device)
+    gen = model.generator
+    encoded = encode_studies(student, train, d)
+    tr_tok, tr_mask = encoded.tokens, encoded.token_mask
+    va = encode_studies(student, val, d) if val is not None and len(val) else None
+
+    def knowledge(data: StudyTensors, i: int) -> str:
+        return model.knowledge_for(data.findings[i])[0]
+
+    def loss_fn(m, idx):
+        k = [knowledge(train, i) for i in idx]
+        r = [train.studies[i].report for i in idx]
+        out_ = m(tr_tok[idx].to(d.device), tr_mask[idx].to(d.device), k, r)
+        return out_.loss, {}
+
+    @torch.no_grad()
+    def val_loss(epoch: int) -> dict:
+        if va is None:
+            return {}
+        gen.eval()
+        n = min(len(val), cfg.train.eval_limit or len(val))
+        total = 0.0
+        for i in range(0, n, cfg.train.generator_batch_size):
+            idx = list(range(i, min(i + cfg.train.generator_batch_size, n)))
+            o = gen(va.tokens[idx].to(d.device), va.token_mask[idx].to(d.device), [knowledge(val, j) for j in idx],
+                    [val.studies[j].report for j in idx])
+            total += float(o.loss) * len(idx)
+        gen.train()
+        logger.info("generator epoch %d: val loss %.4f", epoch, total / n)
+        return {"val_loss": total / n}
+
+    lengths = [len(s.report) + len(knowledge(train, i)) for i, s in enumerate(train.studies)]
+    run_loop("generator", gen, loss_fn, len(train), cfg.train.generator_batch_size, cfg.train.generator_epochs,
+             cfg.train.lr_generator, cfg, out, d, ckpt_every, on_epoch_end=val_loss, lengths=lengths,
+             epoch_items=generator_epoch_items(train.findings, cfg.train.normal_keep, cfg.train.seed))
+    mark_done(out, "generator", d)
+    gen.learn_report_text([s.report for s in train.studies])
+    rows = fit_model_thresholds(model.cfg, encoded.probs, train.label_matrix(),
+                                train.positive_matrix() > 0.5)
+    logger.info("finding thresholds: %s", {r["observation"]: r["threshold"] for r in rows})
+    return model.eval()
+
+
+def train(cfg: MedKitConfig, data: str | Path, out: str | Path, lm=None, tokenizer=None, ckpt_every: int = 50,
+          val_data: str | Path | None = None, until: str = "generator") -> Path:
+    """Run (or resume) the stages up to ``until`` (teacher, student or generator); returns the final
+    model directory ``OUT/model``, or with ``until`` before the generator that stage's folder."""
+    if until not in STAGES:
+        raise ValueError(f"until must be one of {STAGES}, got {until!r}")
+    out = Path(out)
+    d = init_distributed()
+    torch.set_num_threads(max(1, torch.get_num_threads() // d.world))
+    seed_everything(cfg.train.seed + d.rank)
+    if d.main:
+        out.mkdir(parents=True, exist_ok=True)
+        check_resumable(out, cfg, {"teacher": cfg.train.teacher_epochs, "student": cfg.train.student_epochs,
+                                   "generator": cfg.train.generator_epochs})
+    studies = load_studies(data, "train")
+    if cfg.train.limit:
+        studies = studies[: cfg.train.limit]
+    try:
+        val_studies = load_studies(val_data or data, "val")
+    except ValueError:
+        val_studies = []
+    # Every val study is loaded: the encoders' findings AUC uses all of them, the generator's
+    # validation loss the first train.eval_limit.
+    logger.info("training on %d studies, validating on %d", len(studies), len(val_studies))
+    train_set = StudyTensors(studies, cfg, show=d.main)
+    val_set = StudyTensors(val_studies, cfg, show=d.main) if val_studies else None
+    teacher = train_teacher(cfg, train_set, out, d, ckpt_every, val_set)
+    if until == "teacher":
+        return _finish(out / "teacher", d)
+    if cfg.encoder.report_encoder == "teacher":  # ablation: the generator reads the teacher's tokens
+        encoder = teacher
+    else:
+        encoder = train_student(cfg, teacher, train_set, out, d, ckpt_every, val_set)
+        del teacher
+    if until == "student":
+        return _finish(out / "student", d)
+    if cfg.train.generator_limit:
+        train_set = train_set.subset(cfg.train.generator_limit)
+    model = train_generator(cfg, encoder, train_set, val_set, out, d, ckpt_every, lm, tokenizer)
+    final = out / "model"
+    if d.main:
+        model.save(final)
+        logger.info("model written to %s", final)
+    return _finish(final, d)
+
+
+def _finish(result: Path, d: Dist) -> Path:
+    if d.world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return result
+
+
+def export_model(run: str | Path, data: str | Path, out: str | Path) -> Path:
+    """Build a model directory from a run's latest checkpoints (student + generator state), e.g.
+    to promote an interrupted run's last good epoch; the report vocabulary and the finding
+    thresholds come from the training studies in ``data``."""
+    from safetensors.torch import load_file
+
+    run, out = Path(run), Path(out)
+    cfg = MedKitConfig.load(run / "config.json")
+    student_file, gen_state = run / "student" / "student.safetensors", run / "generator" / "state.pt"
+    for f in (student_file, gen_state):
+        if not f.exists():
+            raise ValueError(f"{f}: missing; the run has not reached the generator stage")
+    student = CXREncoder(cfg.encoder, "student", pretrained=False)
+    student.load_state_dict(load_file(str(student_file)))
+    model = MedKitCXR(cfg, student=student.eval())
+    state = torch.load(gen_state, map_location="cpu", weights_only=False)
+    model.generator.load_trainable_state(state["model"])
+    studies = load_studies(data, "train")
+    if cfg.train.limit:
+        studies = studies[: cfg.train.limit]
+    model.generator.learn_report_text([s.report for s in studies])
+    train = StudyTensors(studies, cfg)
+    fit_model_thresholds(model.cfg, encode_studies(model.student, train).probs, train.label_matrix(),
+                         train.positive_matrix() > 0.5)
+    model.save(out)
+    logger.info("exported %s (generator epoch %d, step %d) to %s", run, state["epoch"], state["step"], out)
+    return out
