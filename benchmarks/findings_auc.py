@@ -25,7 +25,7 @@ def load_encoder(model: str | None, run: str | None, stage: str, weights: str | 
     """(encoder, config) of a model directory's student, or of a run's teacher / student."""
     from safetensors.torch import load_file
 
-    from medkit.core.config import MedKitConfig
+    from medkit.cxr.config import MedKitConfig
     from medkit.cxr.encoders import CXREncoder
     from medkit.cxr.model import load_student, read_config
 
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     from medkit.core.data import load_studies
     from medkit.core.metrics import findings_auc
-    from medkit.cxr.train import StudyTensors, encode_studies
+    from medkit.cxr.data import StudyTensors, encode_studies
 
     enc, cfg = load_encoder(args.model, args.run, args.stage, args.weights)
     data = StudyTensors(load_studies(args.data, args.split), cfg, show=False)

@@ -135,8 +135,8 @@ def tiny_model(dest: Path) -> Path:
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     sys.path.insert(0, str(ROOT))
-    from medkit.core.config import MedKitConfig
-    from medkit.core.generator.model import _smollm2_dir
+    from medkit.cxr.config import MedKitConfig
+    from medkit.core.generator.lm import _smollm2_dir
     from medkit.cxr.train import train
     from tests.conftest import TINY_OVERRIDES, write_tiny_iu_folder
 

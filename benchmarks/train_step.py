@@ -41,7 +41,7 @@ def encoder_step(backbone: str, role: str, size: int, batch: int, views: int, ch
     """A closure running one training step of an encoder on random input."""
     import torch.nn.functional as F
 
-    from medkit.core.config import EncoderConfig
+    from medkit.cxr.config import EncoderConfig
     from medkit.cxr.encoders import CXREncoder
 
     cfg = EncoderConfig(image_size=size, teacher_backbone=backbone)
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {name} fwd+bwd+AdamW | {size} | {'channels_last' if cl else 'NCHW'} | {s:.3f} | "
                   f"{1000 * s / images:.1f} |", flush=True)
     from medkit.cxr.augment import augment
-    from medkit.core.config import AugmentConfig
+    from medkit.cxr.config import AugmentConfig
 
     x = torch.randn(images, 1, sizes[0], sizes[0]).clamp(-1, 1)
     s = time_steps(lambda: augment(x, AugmentConfig()), 1, args.steps)

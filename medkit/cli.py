@@ -139,7 +139,7 @@ def _decode_overrides(args) -> dict:
 
 
 def cmd_train(args) -> int:
-    from medkit.core.config import MedKitConfig
+    from medkit.cxr.config import MedKitConfig
     from medkit.cxr.train import train
 
     cfg = MedKitConfig.load(args.config) if args.config else MedKitConfig()

@@ -19,11 +19,20 @@ import logging
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
+import SimpleITK as sitk
 import torch
+from safetensors.torch import load_file
 
+from medkit.core.generator.model import ReportGenerator
+from medkit.core.knowledge import KnowledgeGraph, Triple
+from medkit.core.modeldir import atomic_save_safetensors
 from medkit.ct.config import CTConfig, PlausibilityConfig, TissueConfig, segment_labels
 from medkit.ct.encoders import CTStudent
-from medkit.core.knowledge import KnowledgeGraph, Triple
+from medkit.ct.images import read_volume
+from medkit.ct.measurements import findings_from_measurements, measure_organs
+from medkit.ct.plausibility import check_organs, organ_geometry
+from medkit.ct.segmentation import segment
 
 logger = logging.getLogger(__name__)
 
@@ -110,9 +119,6 @@ def measurement_report(volume, measures: dict, findings: list[dict], phase: str,
 def add_tissue_labels(labels, masks: dict, values: dict[str, int]):
     """The organ label volume with the threshold segments written into the voxels no organ claims
     (``values``: name -> label value, from ``segment_labels``; lungs first, then bone, then the rest of the body)."""
-    import numpy as np
-    import SimpleITK as sitk
-
     lab = sitk.GetArrayViewFromImage(labels)  # (Z, Y, X)
     tissue = np.zeros(lab.shape, np.uint8)
     for name in ("body", "bone", "lungs"):  # later names win: lungs over bone over the body
@@ -138,8 +144,6 @@ class MedKitCT(torch.nn.Module):
         self.plausibility_cfg = PlausibilityConfig()
         self.generator = None
         if with_generator:
-            from medkit.core.generator.model import ReportGenerator
-
             n_tokens = int(torch.tensor(cfg.encoder.tokens_grid).prod())
             self.generator = ReportGenerator(cfg.generator, self.student.out_channels, n_tokens, lm, tokenizer)
 
@@ -151,8 +155,6 @@ class MedKitCT(torch.nn.Module):
         return state
 
     def save(self, model_dir: str | Path, training: dict | None = None) -> None:
-        from medkit.cxr.model import atomic_save_safetensors
-
         model_dir = Path(model_dir)
         model_dir.mkdir(parents=True, exist_ok=True)
         state = self.trainable_state()
@@ -166,8 +168,6 @@ class MedKitCT(torch.nn.Module):
 
     @classmethod
     def load(cls, model_dir: str | Path | None = None, lm_path: str | None = None, optimize: bool = True) -> "MedKitCT":
-        from safetensors.torch import load_file
-
         model_dir = Path(model_dir) if model_dir else default_ct_model_dir()
         cfg = read_ct_config(model_dir)
         if lm_path:
@@ -196,13 +196,6 @@ class MedKitCT(torch.nn.Module):
         Writes the organ label volume (input geometry) to ``out_dir`` (default: beside the input
         for files, inside the working directory for DICOM folders) as ``<name>_organs.nii.gz``.
         """
-        import SimpleITK as sitk
-
-        from medkit.ct.measurements import findings_from_measurements, measure_organs
-        from medkit.ct.plausibility import check_organs, organ_geometry
-        from medkit.ct.segmentation import segment
-        from medkit.ct.images import read_volume
-
         vol = read_volume(path, self.cfg.volume)
         for w in vol.warnings:
             logger.warning("%s", w)

@@ -15,7 +15,7 @@ Inputs and outputs are model inputs: (N, 1, H, W) normalised to -1..1 as by
 :func:`medkit.cxr.images.to_model_input`. Views absent from a study (all-zero padding) are left as
 they are by :func:`augment_study_batch`.
 
-    python -c "import torch; from medkit.cxr.augment import augment; from medkit.core.config import AugmentConfig; \
+    python -c "import torch; from medkit.cxr.augment import augment; from medkit.cxr.config import AugmentConfig; \
 print(augment(torch.zeros(2, 1, 64, 64), AugmentConfig()).shape)"
 """
 
@@ -26,7 +26,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from medkit.core.config import AugmentConfig
+from medkit.cxr.config import AugmentConfig
 
 
 def _uniform(n: int, lo: float, hi: float, g: torch.Generator | None) -> torch.Tensor:

@@ -35,8 +35,11 @@ from pathlib import Path
 
 import numpy as np
 
-from medkit.core.config import MedKitConfig
+from medkit.core.data import load_studies
 from medkit.core.files import atomic_write
+from medkit.cxr.config import MedKitConfig
+from medkit.cxr.data import StudyTensors, encode_studies
+from medkit.cxr.model import CONFIG_FILE, WEIGHTS_FILE, default_model_dir, load_student, read_config
 
 logger = logging.getLogger(__name__)
 
@@ -121,10 +124,6 @@ def fit_model_thresholds(cfg: MedKitConfig, probs: np.ndarray, labels: np.ndarra
 def calibrate(model_dir: str | Path | None, data: str | Path) -> list[dict]:
     """Refit the thresholds of a model directory on the training split of ``data``; rewrites its
     ``config.json`` atomically and returns one row per observation."""
-    from medkit.core.data import load_studies
-    from medkit.cxr.model import CONFIG_FILE, WEIGHTS_FILE, default_model_dir, load_student, read_config
-    from medkit.cxr.train import StudyTensors, encode_studies
-
     model_dir = Path(model_dir) if model_dir else default_model_dir()
     if not (model_dir / WEIGHTS_FILE).exists():
         raise ValueError(f"{model_dir}: no trained model ({WEIGHTS_FILE} missing)")

@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from medkit.core.config import EncoderConfig
+from medkit.cxr.config import EncoderConfig
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ mean sentence BLEU-4 to the other training reports (``medkit.core.metrics.consen
 X-ray val BLEU-4 0.180, METEOR 0.216, ROUGE-L 0.348, CIDEr 0.334).
 Language metrics use the R2Gen protocol (``medkit.core.metrics.normalize_report``); clinical
 efficacy uses MedKit's rule-based labeler on generated vs reference reports: micro and macro
-P/R/F1 and per observation, and the false-alarm rate (``medkit.core.metrics.false_alarms``: share of
+P/R/F1 and per observation, and the false-alarm rate (``medkit.cxr.metrics.false_alarms``: share of
 the studies whose reference states no finding whose report states one), for the model and every
 floor. ``findings_head`` scores the student's probabilities: AUC per observation against the
 labeler's labels of the reference report (positive = labeler "positive", the label CE scores;
@@ -36,9 +36,10 @@ from tqdm import tqdm
 
 from medkit.core.data import load_studies
 from medkit.core.files import atomic_write
-from medkit.core.generator.model import cache_dir
+from medkit.core.generator.lm import cache_dir
 from medkit.cxr.labeler import OBSERVATIONS, Status, label_reports
-from medkit.core.metrics import clinical_efficacy, consensus_report, false_alarms, findings_auc, language_metrics, normalize_report
+from medkit.core.metrics import consensus_report, findings_auc, language_metrics, normalize_report
+from medkit.cxr.metrics import clinical_efficacy, false_alarms
 from medkit.cxr.model import MedKitCXR, stack_views
 
 logger = logging.getLogger(__name__)

@@ -17,13 +17,13 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from medkit.cxr import consistency
-from medkit.core.config import MedKitConfig
-from medkit.cxr.encoders import CXREncoder
 from medkit.core.generator.model import ReportGenerator
-from medkit.cxr.images import load_cxr, order_views, to_model_input
-from medkit.core.files import atomic_write
 from medkit.core.knowledge import KnowledgeGraph, Triple
+from medkit.core.modeldir import atomic_save_safetensors
+from medkit.cxr import consistency
+from medkit.cxr.config import MedKitConfig
+from medkit.cxr.encoders import CXREncoder
+from medkit.cxr.images import load_cxr, order_views, to_model_input
 from medkit.cxr.labeler import OBSERVATIONS
 
 logger = logging.getLogger(__name__)
@@ -45,14 +45,6 @@ def read_config(model_dir: str | Path | None = None) -> MedKitConfig:
     if model_dir == default_model_dir():
         return MedKitConfig()
     raise ValueError(f"{model_dir}: not a MedKit model directory (no {CONFIG_FILE})")
-
-
-def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict | None = None) -> None:
-    """Save tensors so that a crash leaves the old file or the new one (:func:`medkit.core.files.atomic_write`)."""
-    from safetensors.torch import save_file
-
-    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 def stack_views(arrays: Sequence[np.ndarray], size: int, max_views: int) -> tuple[torch.Tensor, torch.Tensor]:

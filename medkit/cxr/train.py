@@ -37,324 +37,37 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import os
-import random
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
+from medkit.core.data import load_studies
+from medkit.core.distill import FeatureProjectors, distillation_loss
+from medkit.core.files import atomic_write
+from medkit.core.metrics import findings_auc
+from medkit.core.modeldir import atomic_save_safetensors
+from medkit.core.train import Dist, check_resumable, init_distributed, mark_done, run_loop, seed_everything, stage_done
 from medkit.cxr.augment import augment_study_batch
 from medkit.cxr.calibrate import fit_model_thresholds
-from medkit.core.config import ConfigFile, MedKitConfig
-from medkit.core.files import atomic_write
-from medkit.core.data import Study, load_studies
-from medkit.core.distill import FeatureProjectors, distillation_loss
+from medkit.cxr.config import MedKitConfig
+from medkit.cxr.data import StudyTensors, encode_studies
 from medkit.cxr.encoders import CXREncoder
-from medkit.cxr.images import ImageInputError, load_cxr, order_views, to_model_input
-from medkit.cxr.labeler import label_report, positive_findings, to_binary
-from medkit.core.metrics import findings_auc
-from medkit.cxr.model import MedKitCXR, atomic_save_safetensors
+from medkit.cxr.model import MedKitCXR
 
 logger = logging.getLogger(__name__)
 
 STAGES = ("teacher", "student", "generator")
 
 
-# ---- distributed helpers ---------------------------------------------------------------------
-@dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-    device: torch.device = torch.device("cpu")
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed() -> Dist:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return Dist(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    dist.init_process_group(backend)
-    rank = dist.get_rank()
-    device = torch.device("cpu")
-    if backend == "nccl":
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        device = torch.device("cuda", local)
-    return Dist(rank, world, device)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def epoch_order(n: int, seed: int, epoch: int, d: Dist) -> list[int]:
-    """This rank's share of a seeded permutation (DistributedSampler semantics, padded)."""
-    g = torch.Generator().manual_seed(seed + epoch)
-    perm = torch.randperm(n, generator=g).tolist()
-    total = math.ceil(n / d.world) * d.world
-    perm += perm[: total - n]
-    return perm[d.rank : total : d.world]
-
-
-def make_batches(order: list[int], batch_size: int, lengths: list[int] | None, seed: int) -> list[list[int]]:
-    """Batches in ``order``; with ``lengths``, items of similar length share a batch (less padding):
-    windows of 16 batches are sorted by length, cut into batches, and the batches shuffled."""
-    if lengths is None:
-        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    window = batch_size * 16
-    batches = []
-    for i in range(0, len(order), window):
-        chunk = sorted(order[i : i + window], key=lambda j: lengths[j])
-        batches += [chunk[k : k + batch_size] for k in range(0, len(chunk), batch_size)]
-    random.Random(seed).shuffle(batches)
-    return batches
-
-
-# ---- data ------------------------------------------------------------------------------------
-class StudyTensors:
-    """Images of every study decoded and resized once per run, kept in memory: (V, 1, S, S) float16
-    (about 200 kB a study at 224 px), its training labels (14,) (uncertain as
-    ``distill.uncertain_as``) and its labeler positives (14,) (uncertain as 0; what the findings
-    AUC is scored against). Training steps only index these tensors; nothing is decoded per step."""
-
-    def __init__(self, studies: list[Study], cfg: MedKitConfig, show: bool = True):
-        size, max_views = cfg.encoder.image_size, cfg.encoder.max_views
-        self.studies, self.images, self.masks, self.labels, self.findings = [], [], [], [], []
-        self.positives = []
-        skipped = 0
-        for s in tqdm(studies, desc="loading images", disable=not show):
-            present = [i for i, p in enumerate(s.images) if p.exists()]
-            if not present or not s.report.strip():
-                skipped += 1
-                continue
-            paths = [s.images[i] for i in present]
-            views = [s.views[i] for i in present] if s.views else None
-            try:
-                arrays = [load_cxr(paths[i]) for i in order_views(paths, views, max_views)]
-            except ImageInputError as e:
-                logger.warning("skipping study %s: %s", s.id, e)
-                skipped += 1
-                continue
-            x = torch.zeros(max_views, 1, size, size, dtype=torch.float16)
-            for v, a in enumerate(arrays):
-                x[v, 0] = torch.from_numpy(to_model_input(a, size))
-            m = torch.zeros(max_views, dtype=torch.bool)
-            m[: len(arrays)] = True
-            labels = label_report(s.report)
-            self.studies.append(s), self.images.append(x), self.masks.append(m)
-            self.labels.append(torch.tensor(to_binary(labels, cfg.distill.uncertain_as)))
-            self.positives.append(torch.tensor(to_binary(labels, 0.0)))
-            self.findings.append(positive_findings(labels))
-        if skipped:
-            logger.warning("%d studies skipped (no image on disk, unreadable image or empty report)", skipped)
-        if not self.studies:
-            raise ValueError("no usable study (each needs a readable image and a report)")
-
-    def __len__(self) -> int:
-        return len(self.studies)
-
-    def subset(self, n: int) -> "StudyTensors":
-        """The first ``n`` studies (no copy of the tensors)."""
-        part = object.__new__(StudyTensors)
-        for name in ("studies", "images", "masks", "labels", "findings", "positives"):
-            setattr(part, name, getattr(self, name)[:n])
-        return part
-
-    def label_matrix(self) -> np.ndarray:
-        """(N, num_labels) binary labels of every study."""
-        return torch.stack(self.labels).numpy()
-
-    def positive_matrix(self) -> np.ndarray:
-        """(N, num_labels) labeler positives of every study (uncertain counts as negative), labelled
-        once when the studies were loaded."""
-        return torch.stack(self.positives).numpy()
-
-    def batch(self, idx: list[int], device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x = torch.stack([self.images[i] for i in idx]).float().to(device)
-        return x, torch.stack([self.masks[i] for i in idx]).to(device), torch.stack([self.labels[i] for i in idx]).to(device)
-
-
-# ---- checkpointing ---------------------------------------------------------------------------
-def save_state(path: Path, module: torch.nn.Module, opt, sched, epoch: int, step: int, extra: dict | None = None) -> None:
-    """Trainable tensors + optimiser + position + RNG, written atomically."""
-    state = {
-        "model": {k: v for k, v in module.state_dict().items() if k in trainable_names(module)},
-        "opt": opt.state_dict(), "sched": sched.state_dict(), "epoch": epoch, "step": step,
-        "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
-        "extra": extra or {},
-    }
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
-
-
-def trainable_names(module: torch.nn.Module) -> set[str]:
-    names = {n for n, p in module.named_parameters() if p.requires_grad}
-    # BatchNorm running statistics are state too (buffers of trainable submodules).
-    names |= {n for n, _ in module.named_buffers() if not n.startswith("lm.")}
-    return names
-
-
-def load_state(path: Path, module: torch.nn.Module, opt, sched) -> tuple[int, int, dict]:
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    module.load_state_dict(state["model"], strict=False)
-    opt.load_state_dict(state["opt"])
-    sched.load_state_dict(state["sched"])
-    torch.set_rng_state(state["rng"]["torch"])
-    np.random.set_state(state["rng"]["numpy"])
-    random.setstate(state["rng"]["python"])
-    return state["epoch"], state["step"], state.get("extra", {})
-
-
-def make_optimizer(module, lr, cfg: MedKitConfig, total_steps: int):
-    params = [p for p in module.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.train.weight_decay)
-    warm = min(cfg.train.warmup_steps, max(1, total_steps // 10))
-
-    def lr_at(step):  # linear warm-up, cosine decay to 10 %
-        if step < warm:
-            return (step + 1) / warm
-        t = (step - warm) / max(1, total_steps - warm)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
-
-    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-
-
-# ---- generic loop ----------------------------------------------------------------------------
-def run_loop(name: str, module: torch.nn.Module, loss_fn, n_items: int, batch_size: int, epochs: int, lr: float,
-             cfg: MedKitConfig, out: Path, d: Dist, ckpt_every: int, on_epoch_end=None,
-             lengths: list[int] | None = None, epoch_items=None) -> list[dict]:
-    """Seeded, resumable epochs over ``n_items``; ``loss_fn(module, idx) -> (loss, logs)``.
-    ``epoch_items(epoch)``, when given, is the list of item indices that epoch draws from (the
-    same length every epoch); by default every item, once."""
-    if epoch_items is None:
-        epoch_items = lambda epoch: range(n_items)  # noqa: E731
-    per_epoch = len(epoch_items(0))
-    steps_per_epoch = math.ceil(math.ceil(per_epoch / d.world) / batch_size)
-    total = steps_per_epoch * epochs
-    opt, sched = make_optimizer(module, lr, cfg, total)
-    ckpt = out / name / "state.pt"
-    history_path = out / name / "history.jsonl"
-    epoch, step, extra = 0, 0, {}
-    if ckpt.exists():
-        epoch, step, extra = load_state(ckpt, module, opt, sched)
-        logger.info("%s: resuming at epoch %d step %d", name, epoch, step)
-    model = DDP(module, find_unused_parameters=True) if d.world > 1 else module
-    history = extra.get("history", [])
-    if d.main:
-        history_path.parent.mkdir(parents=True, exist_ok=True)
-    while epoch < epochs:
-        items = epoch_items(epoch)
-        order = [items[i] for i in epoch_order(len(items), cfg.train.seed, epoch, d)]
-        batches = make_batches(order, batch_size, lengths, cfg.train.seed + epoch)
-        module.train()
-        bar = tqdm(total=len(batches), initial=step, desc=f"{name} epoch {epoch + 1}/{epochs}", disable=not d.main)
-        for b in range(step, len(batches)):
-            t0 = time.perf_counter()
-            loss, logs = loss_fn(model, batches[b])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_([p for p in module.parameters() if p.requires_grad], cfg.train.grad_clip)
-            opt.step()
-            sched.step()
-            rec = {"epoch": epoch, "step": b, "loss": float(loss), **{k: float(v) for k, v in logs.items()},
-                   "items": len(batches[b]), "seconds": round(time.perf_counter() - t0, 4)}
-            history.append(rec)
-            bar.set_postfix(loss=f"{rec['loss']:.4f}")
-            bar.update(1)
-            if d.main:
-                with open(history_path, "a") as f:
-                    f.write(json.dumps(rec) + "\n")
-                if ckpt_every and (b + 1) % ckpt_every == 0 and b + 1 < len(batches):
-                    save_state(ckpt, module, opt, sched, epoch, b + 1, {"history": history})
-        bar.close()
-        epoch, step = epoch + 1, 0
-        if on_epoch_end is not None:
-            extra_logs = on_epoch_end(epoch)
-            if extra_logs and d.main:
-                history.append({"epoch": epoch - 1, **extra_logs})
-                with open(history_path, "a") as f:
-                    f.write(json.dumps({"epoch": epoch - 1, **extra_logs}) + "\n")
-        if d.main:
-            save_state(ckpt, module, opt, sched, epoch, 0, {"history": history})
-    module.eval()
-    return history
-
-
 # Settings a resumed run may change: how long to train, how much to validate, and how the
 # generator epochs still to run draw their studies.
 RESUMABLE_CHANGES = {"train.teacher_epochs", "train.student_epochs", "train.generator_epochs", "train.eval_limit",
-                     "train.normal_keep",  # epochs still to run draw their studies the new way
-                     "train.teacher_probe_epochs"}  # the last one: CT runs
-
-
-def config_changes(a: ConfigFile, b: ConfigFile) -> set[str]:
-    """Keys (``section.key``) whose values differ between two configs of the same kind."""
-    da, db = a.to_dict(), b.to_dict()
-    out = set()
-    for section in da:
-        if isinstance(da[section], dict):
-            out |= {f"{section}.{k}" for k in da[section] if da[section][k] != db[section].get(k)}
-        elif da[section] != db[section]:
-            out.add(section)
-    return out
-
-
-def trained_epochs(out: Path, stage: str) -> int | None:
-    """Epochs a stage's checkpoint has completed (None before its first checkpoint)."""
-    ckpt = out / stage / "state.pt"
-    return torch.load(ckpt, map_location="cpu", weights_only=False)["epoch"] if ckpt.exists() else None
-
-
-def check_resumable(out: Path, cfg: ConfigFile, stage_epochs: dict[str, int]) -> None:
-    """Refuse to resume a run folder whose config differs beyond RESUMABLE_CHANGES, or whose
-    epochs the checkpoints cannot honour; then save ``cfg``. ``stage_epochs`` maps each stage, in
-    training order, to the epochs the config asks of it. A stage cannot be trained to fewer epochs
-    than it has, and a finished stage that a later one learned from is never trained further
-    (more generator epochs, the last stage, are fine). Checked before anything is written."""
-    prev = out / "config.json"
-    if prev.exists():
-        changed = config_changes(type(cfg).load(prev), cfg) - RESUMABLE_CHANGES
-        if changed:
-            raise ValueError(f"{out} holds a run with another config ({', '.join(sorted(changed))} differ); "
-                             "use a new --out or the same settings")
-    stages = list(stage_epochs)
-    for i, (stage, epochs) in enumerate(stage_epochs.items()):
-        done = trained_epochs(out, stage)
-        if done is None:
-            continue
-        if done > epochs:
-            raise ValueError(f"{out}: the {stage} stage has trained {done} epochs and the config asks for {epochs}; "
-                             "a checkpoint cannot be untrained: use at least that many or a new --out")
-        if done < epochs and stage_done(out, stage) and i < len(stages) - 1:
-            raise ValueError(f"{out}: the {stage} stage finished after {done} epochs and the config asks for {epochs}; "
-                             f"the {', '.join(stages[i + 1:])} stage(s) learned from it, so it is not trained further: "
-                             "use a new --out")
-    cfg.save(prev)
-
-
-def stage_done(out: Path, name: str) -> bool:
-    return (out / name / "done").exists()
-
-
-def mark_done(out: Path, name: str, d: Dist) -> None:
-    if d.main:
-        (out / name / "done").write_text(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
-    if d.world > 1:
-        dist.barrier()
+                     "train.normal_keep"}  # epochs still to run draw their studies the new way
 
 
 # ---- stages ----------------------------------------------------------------------------------
@@ -538,26 +251,6 @@ def train_student(cfg: MedKitConfig, teacher: CXREncoder, train: StudyTensors, o
     return student.eval()
 
 
-class EncodedStudies(NamedTuple):
-    tokens: torch.Tensor  # (N, T, C) visual tokens
-    token_mask: torch.Tensor  # (N, T) True where a view is present
-    probs: np.ndarray  # (N, num_labels) sigmoid finding probabilities
-
-
-@torch.no_grad()
-def encode_studies(encoder: CXREncoder, data: StudyTensors, d: Dist | None = None, bs: int = 32) -> EncodedStudies:
-    """One pass of a frozen encoder over every study: what the generator reads (tokens) and what
-    the finding thresholds are fitted to (probabilities)."""
-    d = d or Dist()
-    encoder.eval()
-    toks, masks, probs = [], [], []
-    for i in tqdm(range(0, len(data), bs), desc="encoding studies", disable=not d.main):
-        x, m, _ = data.batch(list(range(i, min(i + bs, len(data)))), d.device)
-        o = encoder(x, m)
-        toks.append(o.tokens.cpu()), masks.append(o.token_mask.cpu()), probs.append(torch.sigmoid(o.logits).float().cpu())
-    return EncodedStudies(torch.cat(toks), torch.cat(masks), torch.cat(probs).numpy())
-
-
 def generator_epoch_items(findings: list[list[str]], normal_keep: float, seed: int):
     """``epoch -> item indices`` for the generator: every study with a positive finding, plus a
     seeded draw (fresh each epoch, same size every epoch) of ``normal_keep`` of the others."""
@@ -634,7 +327,7 @@ def train(cfg: MedKitConfig, data: str | Path, out: str | Path, lm=None, tokeniz
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
         check_resumable(out, cfg, {"teacher": cfg.train.teacher_epochs, "student": cfg.train.student_epochs,
-                                   "generator": cfg.train.generator_epochs})
+                                   "generator": cfg.train.generator_epochs}, RESUMABLE_CHANGES)
     studies = load_studies(data, "train")
     if cfg.train.limit:
         studies = studies[: cfg.train.limit]

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from medkit.cxr.augment import affine_matrices, augment, augment_study_batch
-from medkit.core.config import AugmentConfig
+from medkit.cxr.config import AugmentConfig
 
 
 def _left_heavy(n: int, size: int = 64) -> torch.Tensor:
@@ -62,7 +62,7 @@ def test_study_batch_leaves_padding_views_alone():
 @pytest.mark.parametrize("bad", ["augment.rotate_deg=90", "augment.scale=0.9", "augment.gamma=0.5",
                                  "augment.contrast=1.5"])
 def test_augment_config_rejects_bad_ranges(bad):
-    from medkit.core.config import MedKitConfig
+    from medkit.cxr.config import MedKitConfig
 
     with pytest.raises(ValueError):
         MedKitConfig().override([bad])

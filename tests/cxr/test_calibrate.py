@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from medkit.cxr.calibrate import GRID, MIN_POSITIVES, MIN_STATED, fit_statement_thresholds, fit_thresholds
-from medkit.core.config import GeneratorConfig, MedKitConfig
+from medkit.core.config import GeneratorConfig
+from medkit.cxr.config import MedKitConfig
 from medkit.cxr.labeler import OBSERVATIONS
 from medkit.cxr.model import findings_from_probs
 from tests.conftest import write_tiny_iu_folder

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medkit.core.config import EncoderConfig, GeneratorConfig, MedKitConfig
+from medkit.core.config import GeneratorConfig
+
+from medkit.cxr.config import EncoderConfig, MedKitConfig
 from medkit.core.distill import FeatureProjectors, bernoulli_kl, distillation_loss
 from medkit.cxr.encoders import CXREncoder
 from medkit.cxr.labeler import OBSERVATIONS

@@ -102,8 +102,9 @@ def test_ddp_two_cpu_processes(tmp_path, tiny_lm_dir, tiny_manifest):
 def test_resume_refuses_epochs_the_checkpoints_cannot_honour(tmp_path, tiny_model_dir):
     import shutil
 
-    from medkit.core.config import MedKitConfig
-    from medkit.cxr.train import check_resumable
+    from medkit.core.train import check_resumable
+    from medkit.cxr.config import MedKitConfig
+    from medkit.cxr.train import RESUMABLE_CHANGES
 
     run = tmp_path / "run"
     shutil.copytree(tiny_model_dir.parent, run)
@@ -113,20 +114,21 @@ def test_resume_refuses_epochs_the_checkpoints_cannot_honour(tmp_path, tiny_mode
               "generator": cfg.train.generator_epochs}
     # a finished teacher is not trained further: the student and generator learned from it
     with pytest.raises(ValueError, match="teacher stage finished after 2 epochs.*student, generator"):
-        check_resumable(run, cfg.override(["train.teacher_epochs=3"]), {**epochs, "teacher": 3})
+        check_resumable(run, cfg.override(["train.teacher_epochs=3"]), {**epochs, "teacher": 3}, RESUMABLE_CHANGES)
     # no stage goes below the epochs its checkpoint holds
     with pytest.raises(ValueError, match="generator stage has trained 8 epochs and the config asks for 4"):
-        check_resumable(run, cfg.override(["train.generator_epochs=4"]), {**epochs, "generator": 4})
+        check_resumable(run, cfg.override(["train.generator_epochs=4"]), {**epochs, "generator": 4}, RESUMABLE_CHANGES)
     assert (run / "config.json").read_text() == saved  # refused before anything was written
     # more epochs of the last stage is how the shipped model was made
     longer = cfg.override(["train.generator_epochs=9"])
-    check_resumable(run, longer, {**epochs, "generator": 9})
+    check_resumable(run, longer, {**epochs, "generator": 9}, RESUMABLE_CHANGES)
     assert MedKitConfig.load(run / "config.json").train.generator_epochs == 9
 
 
 def test_resume_may_change_epochs_only():
-    from medkit.core.config import MedKitConfig
-    from medkit.cxr.train import RESUMABLE_CHANGES, config_changes
+    from medkit.core.train import config_changes
+    from medkit.cxr.config import MedKitConfig
+    from medkit.cxr.train import RESUMABLE_CHANGES
 
     base = MedKitConfig()
     longer = base.override(["train.generator_epochs=9", "train.eval_limit=5", "train.normal_keep=0.5"])
@@ -150,8 +152,8 @@ def test_generator_epochs_keep_every_abnormal_study_and_redraw_the_normal_ones()
 
 
 def test_run_loop_trains_on_the_items_each_epoch_draws(tmp_path):
-    from medkit.core.config import MedKitConfig
-    from medkit.cxr.train import Dist, run_loop
+    from medkit.cxr.config import MedKitConfig
+    from medkit.core.train import Dist, run_loop
 
     cfg = MedKitConfig()
     seen: list[list[int]] = []
@@ -169,7 +171,7 @@ def test_run_loop_trains_on_the_items_each_epoch_draws(tmp_path):
 
 
 def test_normal_keep_must_be_a_fraction():
-    from medkit.core.config import MedKitConfig
+    from medkit.cxr.config import MedKitConfig
 
     for bad in ("0", "1.5", "-0.1"):
         with pytest.raises(ValueError, match="normal_keep"):
@@ -187,7 +189,7 @@ def test_export_matches_final_model(tiny_model_dir, tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    from medkit.core.config import MedKitConfig
+    from medkit.cxr.config import MedKitConfig
 
     thresholds = [MedKitConfig.load(d / "config.json").generator.finding_thresholds for d in (tiny_model_dir, out)]
     assert thresholds[0] == thresholds[1] and len(thresholds[0]) == 14
@@ -228,17 +230,17 @@ def test_class_pos_weight_balances_rare_observations():
     with pytest.raises(ValueError, match="pos_weight"):
         class_pos_weight(labels, "focal", 10)
     with pytest.raises(ValueError, match="pos_weight"):
-        from medkit.core.config import MedKitConfig
+        from medkit.cxr.config import MedKitConfig
 
         MedKitConfig().override(["train.pos_weight=focal"])
 
 
 def test_study_tensors_hold_the_directly_decoded_images(tiny_manifest):
     """The in-memory image cache is what decoding each file gives (as float16), views in order."""
-    from medkit.core.config import MedKitConfig
+    from medkit.cxr.config import MedKitConfig
     from medkit.core.data import load_studies
     from medkit.cxr.images import load_cxr, to_model_input
-    from medkit.cxr.train import StudyTensors
+    from medkit.cxr.data import StudyTensors
 
     cfg = MedKitConfig().override(["encoder.image_size=64"])
     studies = load_studies(tiny_manifest, "val")
@@ -258,8 +260,9 @@ def test_study_tensors_hold_the_directly_decoded_images(tiny_manifest):
 def test_teacher_stage_validates_keeps_best_and_resumes_exactly(tmp_path, monkeypatch):
     """``--until teacher``: a val AUC line per epoch, the best epoch kept, and a run killed after a
     mid-epoch checkpoint resumes (augmentation RNG included) to the uninterrupted tensors."""
+    import medkit.core.train as engine
     import medkit.cxr.train as mt
-    from medkit.core.config import MedKitConfig
+    from medkit.cxr.config import MedKitConfig
     from tests.conftest import write_tiny_iu_folder
 
     torch.set_num_threads(1)
@@ -276,7 +279,7 @@ def test_teacher_stage_validates_keeps_best_and_resumes_exactly(tmp_path, monkey
     assert all(torch.equal(kept[k], best_t[k]) for k in kept)
 
     calls = {"n": 0}
-    save = mt.save_state
+    save = engine.save_state
 
     def save_then_die(*a, **k):
         save(*a, **k)
@@ -284,10 +287,10 @@ def test_teacher_stage_validates_keeps_best_and_resumes_exactly(tmp_path, monkey
         if calls["n"] == 3:  # epoch 2, after its first step (2 steps per epoch + the epoch-1 save)
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(mt, "save_state", save_then_die)
+    monkeypatch.setattr(engine, "save_state", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         mt.train(cfg, data, tmp_path / "cut", ckpt_every=1, until="teacher")
-    monkeypatch.setattr(mt, "save_state", save)
+    monkeypatch.setattr(engine, "save_state", save)
     cut = mt.train(cfg, data, tmp_path / "cut", ckpt_every=1, until="teacher")
     a, b = load_file(str(ref / "teacher.safetensors")), load_file(str(cut / "teacher.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

