@@ -1,4 +1,5 @@
-"""Crash-safe file writes shared by the library and the MONAI Label app."""
+"""Crash-safe file writes and the file-name suffixes of the inputs, shared by the library, the MONAI Label
+app and the Slicer module."""
 
 from __future__ import annotations
 
@@ -6,6 +7,25 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+#: 3D volume files (the CT path; a DICOM series comes as a folder).
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+#: 2D raster images (the chest X-ray path; DICOM files are told by their preamble).
+RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+def is_volume_path(path: str | Path) -> bool:
+    """True for a folder (a DICOM series) or a file with a 3D-volume suffix."""
+    path = Path(path)
+    return path.is_dir() or path.name.lower().endswith(VOLUME_SUFFIXES)
+
+
+def volume_stem(name: str) -> str:
+    """A volume file name without its volume suffix ("ct.nii.gz" -> "ct"); other names unchanged."""
+    for suffix in VOLUME_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 def atomic_write(path: str | Path, data: bytes | str | Callable[[str], None], mode: int = 0o644) -> Path:

@@ -27,6 +27,10 @@ import threading
 from collections.abc import Sequence
 
 import numpy as np
+from pycocoevalcap.bleu.bleu import Bleu
+from pycocoevalcap.cider.cider import Cider
+from pycocoevalcap.meteor.meteor import Meteor
+from pycocoevalcap.rouge.rouge import Rouge
 
 logger = logging.getLogger(__name__)
 
@@ -96,8 +100,6 @@ def _check_pairs(references: Sequence[str], hypotheses: Sequence[str]) -> None:
 
 def _meteor(gts: dict[int, list[str]], res: dict[int, list[str]], timeout_s: float) -> float:
     """pycocoevalcap METEOR with a time limit; raises RuntimeError on any failure."""
-    from pycocoevalcap.meteor.meteor import Meteor
-
     # "|||" separates fields in METEOR's stdio protocol; a report never needs "|".
     gts = {k: [r.replace("|", " ") for r in v] for k, v in gts.items()}
     res = {k: [h.replace("|", " ") for h in v] for k, v in res.items()}
@@ -153,10 +155,6 @@ def language_metrics(
     "notes"}``; ``meteor`` is None when Java is missing or METEOR fails, with the reason in
     ``notes`` (a list of strings). Raises ValueError when the counts differ or are zero.
     """
-    from pycocoevalcap.bleu.bleu import Bleu
-    from pycocoevalcap.cider.cider import Cider
-    from pycocoevalcap.rouge.rouge import Rouge
-
     _check_pairs(references, hypotheses)
     gts = {i: [normalize_report(r) or EMPTY_REPORT] for i, r in enumerate(references)}
     res = {i: [normalize_report(h) or EMPTY_REPORT] for i, h in enumerate(hypotheses)}

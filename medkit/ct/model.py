@@ -24,6 +24,7 @@ import SimpleITK as sitk
 import torch
 from safetensors.torch import load_file
 
+from medkit.core.files import volume_stem
 from medkit.core.generator.model import ReportGenerator
 from medkit.core.knowledge import KnowledgeGraph, Triple
 from medkit.core.modeldir import atomic_save_safetensors
@@ -257,11 +258,7 @@ class MedKitCT(torch.nn.Module):
 
     @staticmethod
     def _segmentation_path(path: Path, out_dir: str | Path | None) -> Path:
-        name = path.name
-        for suffix in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd"):
-            if name.lower().endswith(suffix):
-                name = name[: -len(suffix)]
-                break
+        name = volume_stem(path.name)
         folder = Path(out_dir) if out_dir else (Path.cwd() if path.is_dir() else path.parent)
         folder.mkdir(parents=True, exist_ok=True)
         return folder / f"{name}_organs.nii.gz"

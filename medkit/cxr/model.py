@@ -16,6 +16,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 
 from medkit.core.generator.model import ReportGenerator
 from medkit.core.knowledge import KnowledgeGraph, Triple
@@ -88,8 +89,6 @@ def with_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.
 
 def load_student(model_dir: str | Path, cfg: MedKitConfig) -> CXREncoder:
     """Only the student encoder of a model directory (no language model loaded)."""
-    from safetensors.torch import load_file
-
     student = CXREncoder(cfg.encoder, cfg.encoder.report_encoder, pretrained=False)
     student.load_state_dict(with_prefix(load_file(str(Path(model_dir) / WEIGHTS_FILE)), "student."))
     return student.eval()
@@ -126,8 +125,6 @@ class MedKitCXR(torch.nn.Module):
 
         ``optimize`` merges LoRA and prunes the vocabulary for fast decoding (inference only);
         pass False to fine-tune or re-save the loaded model."""
-        from safetensors.torch import load_file
-
         model_dir = Path(model_dir) if model_dir else default_model_dir()
         cfg = read_config(model_dir)
         if not (model_dir / CONFIG_FILE).exists():

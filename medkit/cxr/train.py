@@ -44,6 +44,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from tqdm import tqdm
 
 from medkit.core.data import load_studies
@@ -128,8 +129,6 @@ def findings_validation(name: str, encoder: CXREncoder, val: StudyTensors | None
 
 def keep_best(name: str, encoder: CXREncoder, out: Path, d: Dist) -> None:
     """Load the best validated epoch's tensors into ``encoder`` (if the stage was validated)."""
-    from safetensors.torch import load_file
-
     if d.world > 1:
         dist.barrier()  # rank 0 writes best.safetensors
     best = out / name / "best.safetensors"
@@ -143,8 +142,6 @@ def train_teacher(cfg: MedKitConfig, train: StudyTensors, out: Path, d: Dist, ck
     teacher = prepare_encoder(CXREncoder(cfg.encoder, "teacher").to(d.device), cfg)
     path = out / "teacher" / "teacher.safetensors"
     if stage_done(out, "teacher"):
-        from safetensors.torch import load_file
-
         teacher.load_state_dict(load_file(str(path)))
         return teacher.eval().requires_grad_(False)
 
@@ -214,8 +211,6 @@ def train_student(cfg: MedKitConfig, teacher: CXREncoder, train: StudyTensors, o
     student = CXREncoder(cfg.encoder, "student")
     path = out / "student" / "student.safetensors"
     if stage_done(out, "student"):
-        from safetensors.torch import load_file
-
         student.load_state_dict(load_file(str(path)))
         return prepare_encoder(student, cfg).eval()
     student = prepare_encoder(student.to(d.device), cfg)
@@ -371,8 +366,6 @@ def export_model(run: str | Path, data: str | Path, out: str | Path) -> Path:
     """Build a model directory from a run's latest checkpoints (student + generator state), e.g.
     to promote an interrupted run's last good epoch; the report vocabulary and the finding
     thresholds come from the training studies in ``data``."""
-    from safetensors.torch import load_file
-
     run, out = Path(run), Path(out)
     cfg = MedKitConfig.load(run / "config.json")
     student_file, gen_state = run / "student" / "student.safetensors", run / "generator" / "state.pt"

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from medkit.core.files import is_volume_path
 from medkit.ct.config import ORGANS, TOTALSEG_LABELS, VolumeConfig
-from medkit.ct.images import (VolumeInputError, dicom_series_files, is_volume_path, labels_to_original,
-                               model_grid, orientation_direction, read_mask, read_volume, to_model_grid)
+from medkit.ct.images import (VolumeInputError, dicom_series_files, labels_to_original, model_grid,
+                              orientation_direction, read_mask, read_volume, to_model_grid)
 from tests.conftest import NIH_PNG
 from tests.ct.samples import DCMQI, DICOM, DICOM_SEG, NIFTI, NIFTI_SEG
 

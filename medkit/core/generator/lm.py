@@ -9,10 +9,12 @@ import logging
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
 import torch.nn as nn
+from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +40,7 @@ def _smollm2_gguf() -> Path:
 
 def _smollm2_dir() -> Path:
     """SmolLM2 as a transformers directory, converted once from the GGUF (dequantising is slow)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # on use: only loading an LM needs transformers (1 s import)
 
     target = cache_dir() / "smollm2-135m-instruct"
     if (target / "config.json").exists():
@@ -73,10 +75,6 @@ def quantize_linear_int8(module: nn.Module, keep_float: tuple[str, ...] = ("down
     Layers whose name ends with one of ``keep_float`` stay float32: the MLP output projection
     of Llama-style LMs sees outlier activations that per-tensor activation scales destroy (with
     it quantised, SmolLM2's reports turn to nonsense; without, they stay fluent)."""
-    import warnings
-
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
     names = {n: per_channel_dynamic_qconfig for n, m in module.named_modules()
              if isinstance(m, nn.Linear) and not n.endswith(keep_float)}
     with warnings.catch_warnings():  # torch 2.14 announces a move of this API to torchao
@@ -86,7 +84,7 @@ def quantize_linear_int8(module: nn.Module, keep_float: tuple[str, ...] = ("down
 
 def load_language_model(lm_path: str):
     """(model, tokenizer) for ``"smollm2"`` or a local Hugging Face causal-LM directory."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # on use: only loading an LM needs transformers (1 s import)
 
     path = _smollm2_dir() if lm_path == SMOLLM2 else Path(lm_path)
     if not (path / "config.json").exists():

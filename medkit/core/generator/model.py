@@ -66,7 +66,7 @@ class ReportGenerator(nn.Module):
         for p in lm.parameters():
             p.requires_grad_(False)
         if cfg.lora_rank > 0:
-            from peft import LoraConfig, get_peft_model
+            from peft import LoraConfig, get_peft_model  # on use: peft takes 6 s to import
 
             lm = get_peft_model(lm, LoraConfig(
                 r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,

@@ -22,6 +22,7 @@ projector, knowledge fusion and prompt embeddings still run in PyTorch; the deco
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import inspect
 import logging
 import math
@@ -45,8 +46,6 @@ _export_lock = threading.Lock()
 
 
 def available() -> bool:
-    import importlib.util
-
     return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx", "onnx_ir"))
 
 
@@ -165,8 +164,8 @@ def _prune(folder: Path, keep_bytes: int) -> None:
 
 def export(step: LlamaStep, out: Path) -> Path:
     """Export ``step`` to ONNX, quantise its MatMul weights in blocks, write ``out`` atomically."""
-    import onnx
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+    import onnx  # optional dependency (available() checks it)
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer  # optional dependency
 
     out.parent.mkdir(parents=True, exist_ok=True)
     width = step.layers[0].self_attn.q_proj.in_features
@@ -201,7 +200,7 @@ class OnnxLM:
     concurrent requests."""
 
     def __init__(self, lm, cache: Path, threads: int | None = None):
-        import onnxruntime as ort
+        import onnxruntime as ort  # optional dependency
 
         why = supports(lm)
         if why:
