@@ -76,7 +76,8 @@ def _add_generate(sub) -> None:
     p.add_argument("--max-new-tokens", type=int)
     p.add_argument("--no-state-findings", action="store_true",
                    help="chest X-ray: the generator's text alone, not made to agree with the findings table")
-    p.add_argument("--sr", metavar="FILE", help="also write a DICOM Structured Report referencing the DICOM inputs")
+    p.add_argument("--sr", metavar="FILE", help="also write a DICOM Structured Report referencing the DICOM inputs "
+                                              "(CT: the slices of the DICOM series)")
 
 
 def _add_evaluate(sub) -> None:
@@ -177,8 +178,16 @@ def cmd_generate_ct(args) -> int:
     from medkit.ct.images import read_volume  # per command: start-up time
 
     read_volume(args.images[0])  # fail fast on bad input before loading the model
+    if args.sr:  # the SR references the series' slices
+        from medkit.core.sr import dicom_sources, write_report_sr  # per command: start-up time
+        from medkit.ct.images import dicom_series_files  # per command: start-up time
+
+        volume = Path(args.images[0])
+        sources = dicom_sources(dicom_series_files(volume) if volume.is_dir() else [volume])
     model = MedKitCT.load(args.model, lm_path=args.lm)
     result = model.report_from_path(args.images[0], args.out_dir, **_decode_overrides(args))
+    if args.sr:
+        write_report_sr(result, sources, args.sr)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -122,9 +122,16 @@ def medkit(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
 
 
 def test_cli_generate_ct_json(tmp_path):
-    r = medkit("generate", str(DICOM), "--json", "--out-dir", str(tmp_path))
+    r = medkit("generate", str(DICOM), "--json", "--out-dir", str(tmp_path), "--sr", str(tmp_path / "sr.dcm"))
     assert r.returncode == 0, r.stderr[-2000:]
     obj = json.loads(r.stdout)
+    # the SR references every slice of the series and codes each finding by its status
+    from medkit.core.sr import CODE_STATUS, read_report_sr, status_code
+
+    back = read_report_sr(tmp_path / "sr.dcm")
+    assert back["report"] == obj["report"].strip() and len(back["sources"]) == 1
+    assert [(f["name"], f["status"]) for f in back["findings"]] == [
+        (f["name"], CODE_STATUS[status_code(f["status"])[0]]) for f in obj["findings"]]
     assert {"report", "findings", "knowledge", "modality", "measurements", "segmentation"} <= set(obj)
     assert obj["modality"] == "CT"
     assert obj["segmentation"].startswith(str(tmp_path)) and os.path.exists(obj["segmentation"])

@@ -237,4 +237,5 @@ def test_sr_does_not_code_a_not_assessable_finding_as_absent(tmp_path):
               "findings": [{"name": "Hepatomegaly", "status": "not assessable", "value": None},
                            {"name": "Splenomegaly", "status": "negative", "value": 200.0}]}
     back = read_report_sr(write_report_sr(result, [RSNA_DCM], tmp_path / "sr.dcm"))
-    assert [(f["name"], f["status"]) for f in back["findings"]] == [("Splenomegaly", "negative")]
+    assert [(f["name"], f["status"]) for f in back["findings"]] == [("Hepatomegaly", "undetermined"),
+                                                                    ("Splenomegaly", "negative")]

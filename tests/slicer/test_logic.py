@@ -102,7 +102,7 @@ def test_cxr_generate_edit_submit_read_back(logic, module, slicer_server, tmp_pa
     texts = [i.TextValue for c in sr.ContentSequence if c.ValueType == "CONTAINER"
              for i in c.ContentSequence if i.ValueType == "TEXT"]
     assert edited in texts
-    assert ds.PertinentOtherEvidenceSequence[0].StudyInstanceUID == source.StudyInstanceUID
+    assert ds.CurrentRequestedProcedureEvidenceSequence[0].StudyInstanceUID == source.StudyInstanceUID
 
 
 def test_ct_generate_segmentation_on_volume_geometry(logic, module, slicer_server, tmp_path):
@@ -337,4 +337,5 @@ def test_borderline_findings_go_back_as_uncertain_and_undetermined(module):
     found = {"name": "Pleural Effusion", "status": "borderline", "probability": 0.3}
     assert module.reportFinding(found) == {"name": "Pleural Effusion", "status": "uncertain", "probability": 0.3}
     assert module.reportFinding({**found, "status": "positive"})["status"] == "positive"
-    assert module.STATUS_CODES["borderline"] == module.UNDETERMINED != module.STATUS_CODES["negative"]
+    sr = module.medkitSR()
+    assert sr.status_code("borderline") == sr.UNDETERMINED != sr.status_code("negative")
