@@ -16,18 +16,16 @@ from __future__ import annotations
 
 import json
 import logging
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 import torch
-from safetensors.torch import load_file
 
 from medkit.core.files import volume_stem
 from medkit.core.generator.model import ReportGenerator
 from medkit.core.knowledge import KnowledgeGraph, Triple
-from medkit.core.modeldir import atomic_save_safetensors
+from medkit.core.modeldir import ModelDir
 from medkit.ct.config import CTConfig, PlausibilityConfig, TissueConfig, segment_labels
 from medkit.ct.encoders import CTStudent
 from medkit.ct.images import read_volume
@@ -37,8 +35,6 @@ from medkit.ct.segmentation import segment
 
 logger = logging.getLogger(__name__)
 
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
 TRAINING_FILE = "training.json"
 CT_GRAPH = "knowledge_ct.json"
 ORGAN_NAMES = {"liver": "Liver", "spleen": "Spleen", "kidney_right": "Right kidney", "kidney_left": "Left kidney",
@@ -47,15 +43,12 @@ ORGAN_NAMES = {"liver": "Liver", "spleen": "Spleen", "kidney_right": "Right kidn
 
 
 def default_ct_model_dir() -> Path:
-    return Path(str(resources.files("medkit") / "weights" / "ct"))
+    return ModelDir.shipped("ct").path
 
 
 def read_ct_config(model_dir: str | Path | None = None) -> CTConfig:
     """A CT model directory's config (default: the shipped CT model)."""
-    model_dir = Path(model_dir) if model_dir else default_ct_model_dir()
-    if not (model_dir / CONFIG_FILE).exists():
-        raise ValueError(f"{model_dir}: not a MedKit CT model directory (no {CONFIG_FILE})")
-    return CTConfig.load(model_dir / CONFIG_FILE)
+    return ModelDir(model_dir or default_ct_model_dir()).config(CTConfig, "MedKit CT")
 
 
 def load_ct_graph() -> KnowledgeGraph:
@@ -149,39 +142,32 @@ class MedKitCT(torch.nn.Module):
             self.generator = ReportGenerator(cfg.generator, self.student.out_channels, n_tokens, lm, tokenizer)
 
     # ---- persistence -----------------------------------------------------------------------
-    def trainable_state(self) -> dict[str, torch.Tensor]:
-        state = {f"student.{k}": v for k, v in self.student.state_dict().items()}
-        if self.generator is not None:
-            state.update({f"generator.{k}": v for k, v in self.generator.trainable_state().items()})
-        return state
-
     def save(self, model_dir: str | Path, training: dict | None = None) -> None:
-        model_dir = Path(model_dir)
-        model_dir.mkdir(parents=True, exist_ok=True)
-        state = self.trainable_state()
+        """The trained tensors (student [, generator]) and the config (:class:`medkit.core.modeldir.ModelDir`),
+        and ``training.json``."""
         # the student is stored in float16 (half the size; the loss in accuracy is far below the
         # 3 mm grid's); it is cast back to float32 on load
-        state = {k: (v.half() if k.startswith("student.") and v.is_floating_point() else v) for k, v in state.items()}
-        atomic_save_safetensors(state, model_dir / WEIGHTS_FILE)
-        self.cfg.save(model_dir / CONFIG_FILE)
+        parts = {"student": {k: v.half() if v.is_floating_point() else v for k, v in self.student.state_dict().items()}}
+        if self.generator is not None:
+            parts["generator"] = self.generator.trainable_state()
+        ModelDir(model_dir).save(parts, self.cfg)
         info = {**self.train_info, **(training or {}), "has_generator": self.generator is not None}
-        (model_dir / TRAINING_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        (Path(model_dir) / TRAINING_FILE).write_text(json.dumps(info, indent=2) + "\n")
 
     @classmethod
     def load(cls, model_dir: str | Path | None = None, lm_path: str | None = None, optimize: bool = True) -> "MedKitCT":
-        model_dir = Path(model_dir) if model_dir else default_ct_model_dir()
-        cfg = read_ct_config(model_dir)
+        model_dir = ModelDir(model_dir or default_ct_model_dir())
+        cfg = read_ct_config(model_dir.path)
         if lm_path:
             cfg.generator.lm_path = lm_path
         training = {}
-        if (model_dir / TRAINING_FILE).exists():
-            training = json.loads((model_dir / TRAINING_FILE).read_text())
-        state = load_file(str(model_dir / WEIGHTS_FILE))
-        has_gen = any(k.startswith("generator.") for k in state)
+        if (model_dir.path / TRAINING_FILE).exists():
+            training = json.loads((model_dir.path / TRAINING_FILE).read_text())
+        has_gen = "generator" in model_dir.parts()
         model = cls(cfg, with_generator=has_gen, training=training)
-        model.student.load_state_dict({k[8:]: v.float() for k, v in state.items() if k.startswith("student.")})
+        model.student.load_state_dict({k: v.float() for k, v in model_dir.part("student").items()})
         if has_gen:
-            model.generator.load_trainable_state({k[10:]: v for k, v in state.items() if k.startswith("generator.")})
+            model.generator.load_trainable_state(model_dir.part("generator"))
             if optimize:
                 model.generator.optimize_for_inference()
         return model.eval()

@@ -48,6 +48,7 @@ from medkit.core.data import load_manifest, resolve_path
 from medkit.core.distill import bernoulli_kl
 from medkit.core.files import atomic_write
 from medkit.core.modeldir import atomic_save_safetensors
+from medkit.core.modeldir import strip_prefix
 from medkit.core.train import Dist, check_resumable, mark_done, run_loop, seed_everything, stage_done
 from medkit.ct.config import TOTALSEG_LABELS, CTConfig
 from medkit.ct.encoders import CTStudent, CTTeacher, FeatureProjectors3d, teacher_available
@@ -346,7 +347,7 @@ def export_student(run_dir: str | Path, model_dir: str | Path) -> Path:
         if not ckpt.exists():
             raise ValueError(f"{run_dir}: no student checkpoint (student/state.pt)")
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
-        student.load_state_dict({k[8:]: v for k, v in state["model"].items() if k.startswith("student.")})
+        student.load_state_dict(strip_prefix(state["model"], "student"))
         epoch = state["epoch"]
     studies = load_ct_manifest(run_dir / "manifest.jsonl") if (run_dir / "manifest.jsonl").exists() else []
     model = MedKitCT(cfg, student=student.eval())

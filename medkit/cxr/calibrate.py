@@ -37,9 +37,10 @@ import numpy as np
 
 from medkit.core.data import load_studies
 from medkit.core.files import atomic_write
+from medkit.core.modeldir import CONFIG_FILE, WEIGHTS_FILE
 from medkit.cxr.config import MedKitConfig
 from medkit.cxr.data import StudyTensors, encode_studies
-from medkit.cxr.model import CONFIG_FILE, WEIGHTS_FILE, default_model_dir, load_student, read_config
+from medkit.cxr.model import default_model_dir, load_student, read_config
 
 logger = logging.getLogger(__name__)
 

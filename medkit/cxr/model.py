@@ -10,17 +10,15 @@ LoRA); the language model's base weights come from their registry package or loc
 from __future__ import annotations
 
 import logging
-from importlib import resources
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
 from medkit.core.generator.model import ReportGenerator
 from medkit.core.knowledge import KnowledgeGraph, Triple
-from medkit.core.modeldir import atomic_save_safetensors
+from medkit.core.modeldir import ModelDir
 from medkit.cxr import consistency
 from medkit.cxr.config import MedKitConfig
 from medkit.cxr.encoders import CXREncoder
@@ -29,23 +27,18 @@ from medkit.cxr.labeler import OBSERVATIONS
 
 logger = logging.getLogger(__name__)
 
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
-
 
 def default_model_dir() -> Path:
     """The trained chest X-ray model shipped inside the package."""
-    return Path(str(resources.files("medkit") / "weights" / "cxr"))
+    return ModelDir.shipped("cxr").path
 
 
 def read_config(model_dir: str | Path | None = None) -> MedKitConfig:
     """A model directory's config (default: the shipped model; the defaults when none is shipped)."""
-    model_dir = Path(model_dir) if model_dir else default_model_dir()
-    if (model_dir / CONFIG_FILE).exists():
-        return MedKitConfig.load(model_dir / CONFIG_FILE)
-    if model_dir == default_model_dir():
+    model_dir = ModelDir(model_dir or default_model_dir())
+    if not model_dir.has_config() and model_dir.path == default_model_dir():
         return MedKitConfig()
-    raise ValueError(f"{model_dir}: not a MedKit model directory (no {CONFIG_FILE})")
+    return model_dir.config(MedKitConfig)
 
 
 def stack_views(arrays: Sequence[np.ndarray], size: int, max_views: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,15 +75,10 @@ def prompt_findings(findings: list[dict]) -> list[str]:
     return [f["name"] for f in findings if f["status"] in ("positive", "borderline") and f["name"] != "No Finding"]
 
 
-def with_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    """The entries of a saved model's state under ``prefix`` ("student." or "generator."), unprefixed."""
-    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-
-
 def load_student(model_dir: str | Path, cfg: MedKitConfig) -> CXREncoder:
     """Only the student encoder of a model directory (no language model loaded)."""
     student = CXREncoder(cfg.encoder, cfg.encoder.report_encoder, pretrained=False)
-    student.load_state_dict(with_prefix(load_file(str(Path(model_dir) / WEIGHTS_FILE)), "student."))
+    student.load_state_dict(ModelDir(model_dir).part("student"))
     return student.eval()
 
 
@@ -107,16 +95,10 @@ class MedKitCXR(torch.nn.Module):
         self.kg = kg or KnowledgeGraph.load()
 
     # ---- persistence ---------------------------------------------------------------------
-    def trainable_state(self) -> dict[str, torch.Tensor]:
-        state = {f"student.{k}": v for k, v in self.student.state_dict().items()}
-        state.update({f"generator.{k}": v for k, v in self.generator.trainable_state().items()})
-        return state
-
     def save(self, model_dir: str | Path) -> None:
-        model_dir = Path(model_dir)
-        model_dir.mkdir(parents=True, exist_ok=True)
-        atomic_save_safetensors(self.trainable_state(), model_dir / WEIGHTS_FILE)
-        self.cfg.save(model_dir / CONFIG_FILE)
+        """The trained tensors (student, generator) and the config (:class:`medkit.core.modeldir.ModelDir`)."""
+        ModelDir(model_dir).save({"student": self.student.state_dict(), "generator": self.generator.trainable_state()},
+                                 self.cfg)
 
     @classmethod
     def load(cls, model_dir: str | Path | None = None, lm_path: str | None = None,
@@ -125,17 +107,16 @@ class MedKitCXR(torch.nn.Module):
 
         ``optimize`` merges LoRA and prunes the vocabulary for fast decoding (inference only);
         pass False to fine-tune or re-save the loaded model."""
-        model_dir = Path(model_dir) if model_dir else default_model_dir()
-        cfg = read_config(model_dir)
-        if not (model_dir / CONFIG_FILE).exists():
-            logger.warning("no trained model shipped in %s: using an UNTRAINED model", model_dir)
+        model_dir = ModelDir(model_dir or default_model_dir())
+        cfg = read_config(model_dir.path)
+        if not model_dir.has_config():
+            logger.warning("no trained model shipped in %s: using an UNTRAINED model", model_dir.path)
             return cls(cfg).eval()
         if lm_path:
             cfg.generator.lm_path = lm_path
         model = cls(cfg, student=CXREncoder(cfg.encoder, cfg.encoder.report_encoder, pretrained=False))
-        state = load_file(str(model_dir / WEIGHTS_FILE))
-        model.student.load_state_dict(with_prefix(state, "student."))
-        model.generator.load_trainable_state(with_prefix(state, "generator."))
+        model.student.load_state_dict(model_dir.part("student"))
+        model.generator.load_trainable_state(model_dir.part("generator"))
         if optimize:
             model.generator.optimize_for_inference()
         return model.eval()
