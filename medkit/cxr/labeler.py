@@ -122,6 +122,8 @@ import sys
 from collections.abc import Iterable
 from typing import NamedTuple
 
+from medkit.core.text import DEIDENTIFIED
+
 logger = logging.getLogger(__name__)
 
 OBSERVATIONS: tuple[str, ...] = (
@@ -611,7 +613,6 @@ _POST_UNCERTAINTY_RE = re.compile(r"^[^,]{0,50}?\b(?:" + "|".join(POST_UNCERTAIN
 _POST_NEGATION_RE = re.compile(r"^[^,]{0,50}?(?:\b|\s)(?:" + "|".join(POST_NEGATION) + r")\b")
 _CLAUSE_RE = re.compile(CLAUSE_BOUNDARY)
 _SENTENCE_RE = re.compile(r"(?<=[.!?])\s+|\n+")
-_DEIDENT_RE = re.compile(r"\bx{2,}\b", re.IGNORECASE)
 _PORT_A_CATH_RE = re.compile(r"\bx{2,}-a-x{2,}\b", re.IGNORECASE)
 _ABBREVIATIONS = (
     (re.compile(r"\bvs\.", re.I), "versus"),
@@ -643,7 +644,7 @@ def normalize(text: str) -> str:
     """Lower-case, drop XXXX de-identification tokens, expand abbreviations that hold a '.'."""
     # De-identification turned "Port-A-Cath" into "XXXX-A-XXXX"; keep it as a device word.
     text = _PORT_A_CATH_RE.sub("port-a-cath", text.lower())
-    text = _DEIDENT_RE.sub(" ", text)
+    text = DEIDENTIFIED.sub(" ", text)
     for pattern, replacement in _ABBREVIATIONS:
         text = pattern.sub(replacement, text)
     return re.sub(r"[ \t]+", " ", text)

@@ -33,22 +33,18 @@ from medkit.core.generator import drafts, onnx_lm
 from medkit.core.generator.decoding import TorchDecoding
 from medkit.core.generator.fusion import KnowledgeFusion
 from medkit.core.generator.lm import cache_dir, load_language_model, quantize_linear_int8
+from medkit.core.text import DEIDENTIFIED
 
 logger = logging.getLogger(__name__)
 
 IMAGE_PLACEHOLDER = "<image>"
 
 
-#: De-identification placeholders: IU X-ray reports write "XXXX" for every removed word ("pulmonary
-#: XXXX are normal"). The generator learns from such reports, but a report it writes should never
-#: hold one (about one in five of the shipped model's val reports did before they were left out
-#: of the decoding vocabulary).
-_DEIDENTIFIED = re.compile(r"X{3,}")  # also glued to a word: "3rd-5XXXX"
-
-
 def without_placeholders(report: str) -> str:
-    """``report`` with its de-identification placeholders removed."""
-    return re.sub(r"[ \t]{2,}", " ", _DEIDENTIFIED.sub(" ", report)).strip()
+    """``report`` with its de-identification placeholders (:data:`medkit.core.text.DEIDENTIFIED`) removed: a
+    report the generator writes should never hold one (about one in five of the shipped model's val
+    reports did before they were left out of the decoding vocabulary)."""
+    return re.sub(r"[ \t]{2,}", " ", DEIDENTIFIED.sub(" ", report)).strip()
 
 
 @dataclass
@@ -336,6 +332,12 @@ class ReportGenerator(nn.Module):
         if self._prompt_embed is not None:
             raise RuntimeError("generator was optimised for inference (LoRA merged); save it before optimising")
         return {k: v for k, v in self.state_dict().items() if not k.startswith("lm.") or "lora_" in k}
+
+    def load_trained(self, state: dict[str, torch.Tensor], optimize: bool = True) -> None:
+        """Load a model directory's generator tensors; ``optimize``: then :meth:`optimize_for_inference`."""
+        self.load_trainable_state(state)
+        if optimize:
+            self.optimize_for_inference()
 
     def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
         state = dict(state)
