@@ -173,25 +173,31 @@ def cmd_train_ct(args) -> int:
     return 0
 
 
+def _write_result(args, result: dict, sources) -> bool:
+    """The DICOM SR (``--sr``), then the result as JSON (``--json``: True) or its report text (False)."""
+    if args.sr:
+        from medkit.core.sr import write_report_sr  # per command: start-up time
+
+        write_report_sr(result, sources, args.sr)
+    print(json.dumps(result, indent=2) if args.json else result["report"])
+    return args.json
+
+
 def cmd_generate_ct(args) -> int:
     from medkit.ct.model import MedKitCT  # per command: start-up time
     from medkit.ct.images import read_volume  # per command: start-up time
 
     read_volume(args.images[0])  # fail fast on bad input before loading the model
+    sources = None
     if args.sr:  # the SR references the series' slices
-        from medkit.core.sr import dicom_sources, write_report_sr  # per command: start-up time
+        from medkit.core.sr import dicom_sources  # per command: start-up time
         from medkit.ct.images import dicom_series_files  # per command: start-up time
 
         volume = Path(args.images[0])
         sources = dicom_sources(dicom_series_files(volume) if volume.is_dir() else [volume])
     model = MedKitCT.load(args.model, lm_path=args.lm)
     result = model.report_from_path(args.images[0], args.out_dir, **_decode_overrides(args))
-    if args.sr:
-        write_report_sr(result, sources, args.sr)
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print(result["report"])
+    if not _write_result(args, result, sources):
         print(f"\nSegmentation: {result['segmentation']}")
     return 0
 
@@ -204,19 +210,15 @@ def cmd_generate(args) -> int:
         return cmd_generate_ct(args)
     for p in args.images:  # fail fast on bad input before loading the model
         load_cxr(p)
+    sources = None
     if args.sr:
-        from medkit.core.sr import dicom_sources, write_report_sr  # per command: start-up time
+        from medkit.core.sr import dicom_sources  # per command: start-up time
 
         sources = dicom_sources(args.images)
     model = MedKitCXR.load(args.model, lm_path=args.lm)
     result = model.report_from_files(args.images, state_findings=False if args.no_state_findings else None,
                                      **_decode_overrides(args))
-    if args.sr:
-        write_report_sr(result, sources, args.sr)
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print(result["report"])
+    if not _write_result(args, result, sources):
         for status in ("positive", "borderline"):
             names = [f"{f['name']} ({f['probability']:.2f})" for f in result["findings"] if f["status"] == status]
             print(f"\n{status.capitalize()} findings: " + (", ".join(names) or "none"), end="")

@@ -167,9 +167,7 @@ class MedKitCT(torch.nn.Module):
         model = cls(cfg, with_generator=has_gen, training=training)
         model.student.load_state_dict({k: v.float() for k, v in model_dir.part("student").items()})
         if has_gen:
-            model.generator.load_trainable_state(model_dir.part("generator"))
-            if optimize:
-                model.generator.optimize_for_inference()
+            model.generator.load_trained(model_dir.part("generator"), optimize)
         return model.eval()
 
     # ---- inference ---------------------------------------------------------------------------

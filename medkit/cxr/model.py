@@ -116,9 +116,7 @@ class MedKitCXR(torch.nn.Module):
             cfg.generator.lm_path = lm_path
         model = cls(cfg, student=CXREncoder(cfg.encoder, cfg.encoder.report_encoder, pretrained=False))
         model.student.load_state_dict(model_dir.part("student"))
-        model.generator.load_trainable_state(model_dir.part("generator"))
-        if optimize:
-            model.generator.optimize_for_inference()
+        model.generator.load_trained(model_dir.part("generator"), optimize)
         return model.eval()
 
     # ---- inference -----------------------------------------------------------------------

@@ -137,6 +137,20 @@ def keep_best(name: str, encoder: CXREncoder, out: Path, d: Dist) -> None:
         logger.info("%s: keeping %s", name, (out / name / "best.json").read_text().strip())
 
 
+def run_encoder_stage(name: str, encoder: CXREncoder, task: torch.nn.Module, loss_fn, epochs: int,
+                      cfg: MedKitConfig, train: StudyTensors, val: StudyTensors | None, out: Path, d: Dist,
+                      ckpt_every: int) -> None:
+    """Train an encoder stage (teacher or student) through ``task``: the findings head validated after
+    each epoch, the best epoch kept and saved as ``OUT/<name>/<name>.safetensors``, the stage marked done."""
+    (out / name).mkdir(parents=True, exist_ok=True)
+    run_loop(name, task, loss_fn, len(train), cfg.train.batch_size, epochs, cfg.train.lr_encoder, cfg, out, d,
+             ckpt_every, on_epoch_end=findings_validation(name, encoder, val, cfg, out, d))
+    keep_best(name, encoder, out, d)
+    if d.main:
+        atomic_save_safetensors(encoder.state_dict(), out / name / f"{name}.safetensors")
+    mark_done(out, name, d)
+
+
 def train_teacher(cfg: MedKitConfig, train: StudyTensors, out: Path, d: Dist, ckpt_every: int,
                   val: StudyTensors | None = None) -> CXREncoder:
     teacher = prepare_encoder(CXREncoder(cfg.encoder, "teacher").to(d.device), cfg)
@@ -154,14 +168,8 @@ def train_teacher(cfg: MedKitConfig, train: StudyTensors, out: Path, d: Dist, ck
             x = augment_study_batch(x, m, cfg.augment)
         return model(x, m, y), {}
 
-    (out / "teacher").mkdir(parents=True, exist_ok=True)
-    run_loop("teacher", task, loss_fn, len(train), cfg.train.batch_size, cfg.train.teacher_epochs,
-             cfg.train.lr_encoder, cfg, out, d, ckpt_every,
-             on_epoch_end=findings_validation("teacher", teacher, val, cfg, out, d))
-    keep_best("teacher", teacher, out, d)
-    if d.main:
-        atomic_save_safetensors(teacher.state_dict(), path)
-    mark_done(out, "teacher", d)
+    run_encoder_stage("teacher", teacher, task, loss_fn, cfg.train.teacher_epochs, cfg, train, val, out, d,
+                      ckpt_every)
     return teacher.eval().requires_grad_(False)
 
 
@@ -235,14 +243,8 @@ def train_student(cfg: MedKitConfig, teacher: CXREncoder, train: StudyTensors, o
             tf = [f[rows].to(d.device).float() for f in t_feats]
             return model(*train.batch(idx, d.device), tf, t_logits[idx].to(d.device))
 
-    (out / "student").mkdir(parents=True, exist_ok=True)
-    run_loop("student", task, loss_fn, len(train), cfg.train.batch_size, cfg.train.student_epochs,
-             cfg.train.lr_encoder, cfg, out, d, ckpt_every,
-             on_epoch_end=findings_validation("student", student, val, cfg, out, d))
-    keep_best("student", student, out, d)
-    if d.main:
-        atomic_save_safetensors(student.state_dict(), path)
-    mark_done(out, "student", d)
+    run_encoder_stage("student", student, task, loss_fn, cfg.train.student_epochs, cfg, train, val, out, d,
+                      ckpt_every)
     return student.eval()
 
 
