@@ -3,7 +3,7 @@
 Times, on synthetic input of the real shape (batch of B studies x V views, S x S pixels):
 the forward + backward + AdamW step of the teacher (Lite0/1/2) and of the student, with and
 without ``channels_last``; the radiograph augmentation of one batch (``medkit.cxr.augment``); and,
-with ``--data``, decoding + resizing one IU X-ray image as ``medkit.cxr.train.StudyTensors`` does
+with ``--data``, decoding + resizing one IU X-ray image as ``medkit.cxr.data.StudyTensors`` does
 (once per run, not per step). Prints one table; the numbers size a training plan
 (images per epoch x seconds per image).
 

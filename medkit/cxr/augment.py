@@ -4,7 +4,7 @@ Radiographs differ from ImageNet photos: anatomy is not left-right symmetric (th
 aortic knob sit on the patient's left, a "right" finding must stay right), so there is NO flip;
 positioning varies by a few degrees, a few per cent of magnification and a small shift; and
 exposure / processing varies between machines (brightness, contrast, gamma). Each image of a
-batch draws its own parameters from the ranges of :class:`medkit.core.config.AugmentConfig`:
+batch draws its own parameters from the ranges of :class:`medkit.cxr.config.AugmentConfig`:
 
 - intensity on the 0..1 image: ``x ** gamma`` (log-uniform gamma), then contrast about the
   image mean and a brightness offset, clipped to 0..1;

@@ -97,7 +97,7 @@ def _bank_key(model: MedKitCXR, studies) -> str:
 
 def train_bank(model: MedKitCXR, train) -> torch.Tensor:
     """(N, C) student embeddings of the training studies for the nearest-neighbour floor, cached
-    under ``medkit.core.generator.model.cache_dir()/eval`` (about 10 minutes on one thread for IU X-ray's
+    under ``medkit.core.generator.lm.cache_dir()/eval`` (about 10 minutes on one thread for IU X-ray's
     2,069 studies; the key changes with the weights or the images)."""
     path = cache_dir() / "eval" / f"bank-{_bank_key(model, train)}.pt"
     if path.exists():

@@ -1,6 +1,6 @@
 """The chest X-ray report model: student encoder + knowledge graph + report generator.
 
-A model directory holds ``config.json`` (:class:`medkit.core.config.MedKitConfig`) and
+A model directory holds ``config.json`` (:class:`medkit.cxr.config.MedKitConfig`) and
 ``model.safetensors`` with only the trained tensors (student encoder, projector, fusion,
 LoRA); the language model's base weights come from their registry package or local path.
 

@@ -12,7 +12,7 @@ positions, 4-bit blocks at 74 %; per token 27 ms vs 55 ms for float32 ONNX Runti
 The Hugging Face model stays the source of truth. :class:`LlamaStep` is the Llama decoder
 written as one traceable function over the *same* parameter tensors (a test checks its logits
 against the Hugging Face forward); it is exported once per model and machine, quantised, and
-cached under ``medkit.core.generator.model.cache_dir()/onnx`` keyed by a hash of the weights and of this
+cached under ``medkit.core.generator.lm.cache_dir()/onnx`` keyed by a hash of the weights and of this
 step's code. One call scores the rows it is asked for: the prompt's last position, or a
 generated token and the draft tokens after it (speculative decoding, ``medkit.core.generator.drafts``). The
 projector, knowledge fusion and prompt embeddings still run in PyTorch; the decoding rules
@@ -229,7 +229,7 @@ class OnnxLM:
 
 
 class OnnxDecoding:
-    """One report's key/value cache on an :class:`OnnxLM` (the methods of ``generator.TorchDecoding``)."""
+    """One report's key/value cache on an :class:`OnnxLM` (the methods of ``medkit.core.generator.decoding.TorchDecoding``)."""
 
     def __init__(self, lm: OnnxLM, prompt: torch.Tensor, embed: nn.Embedding):
         self._lm, self._embed = lm, embed
