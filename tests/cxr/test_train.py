@@ -151,25 +151,6 @@ def test_generator_epochs_keep_every_abnormal_study_and_redraw_the_normal_ones()
     assert set().union(*draws) == set(range(10))
 
 
-def test_run_loop_trains_on_the_items_each_epoch_draws(tmp_path):
-    from medkit.cxr.config import MedKitConfig
-    from medkit.core.train import Dist, run_loop
-
-    cfg = MedKitConfig()
-    seen: list[list[int]] = []
-    module = torch.nn.Linear(1, 1)
-
-    def loss_fn(m, idx):
-        seen.append(list(idx))
-        return m(torch.ones(len(idx), 1)).sum(), {}
-
-    run_loop("toy", module, loss_fn, 10, 2, 2, 1e-3, cfg, tmp_path, Dist(), 0,
-             epoch_items=lambda epoch: [epoch, 5, 7])
-    steps = [h for h in _history(tmp_path, "toy") if "loss" in h]
-    assert [h["epoch"] for h in steps] == [0, 0, 1, 1]  # 3 items, batch 2: two steps per epoch
-    assert sorted(sum(seen[:2], [])) == [0, 5, 7] and sorted(sum(seen[2:], [])) == [1, 5, 7]
-
-
 def test_normal_keep_must_be_a_fraction():
     from medkit.cxr.config import MedKitConfig
 
