@@ -21,7 +21,6 @@ Research use only; not a diagnostic device.
 
 from __future__ import annotations
 
-import datetime
 import email.parser
 import email.policy
 import hashlib
@@ -937,12 +936,18 @@ class MedKitSlicerLogic(ScriptedLoadableModuleLogic):
 
     def saveReportSR(self, path: str, reportText: str, result: dict | None = None, volumeNode=None,
                      final: bool = True) -> str:
-        """The report as a DICOM Comprehensive SR (TID 2000 shape), written here with pydicom (bundled
-        with Slicer), so no server round trip and no extra package. Patient and study come from the
+        """The report as a DICOM Comprehensive SR (TID 2000 shape) by MedKit's own writer (:func:`medkitSR`,
+        pydicom only), so no server round trip and no extra package. Patient and study come from the
         volume's DICOM source file when there is one; else a new study is created."""
-        ds = buildReportSR(reportText, result or {}, sourceDicom(volumeNode), final=final)
-        writeDicom(ds, path)
-        return path
+        result = {**(result or {}), "report": reportText}
+        if not reportText.strip():
+            raise ValueError("the report is empty: nothing to save as DICOM SR")
+        sr = medkitSR()
+        source = sourceDicom(volumeNode)
+        ds = sr.build_report_sr(result, [source] if source is not None else [], final=final, new_study=True,
+                                algorithm_version=str(result.get("model", "unknown")))
+        sr.save_sr(ds, path)
+        return str(path)
 
 
 #
@@ -1102,131 +1107,25 @@ def sourceDicom(volumeNode):
         return None
 
 
-# ---- DICOM Comprehensive SR, self-contained (pydicom only) -------------------------------
-COMPREHENSIVE_SR = "1.2.840.10008.5.1.4.1.1.88.33"
-SCHEME = "99MEDKIT"
-UNDETERMINED = ("373068000", "SCT", "Undetermined")
-STATUS_CODES = {"positive": ("52101004", "SCT", "Present"), "negative": ("2667000", "SCT", "Absent"),
-                "borderline": UNDETERMINED}
-UCUM = {"mL": ("mL", "milliliter"), "HU": ("[hnsf'U]", "Hounsfield unit"), "": ("1", "no units")}
+# ---- DICOM Comprehensive SR: MedKit's one writer ---------------------------------------------
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _code(value, scheme, meaning):
-    from pydicom.dataset import Dataset
+def medkitSR():
+    """``medkit.core.sr``: the DICOM SR writer the MedKit server and CLI use, so that a report saved here
+    codes its findings as theirs do (Present / Absent / Undetermined, measurements as numbers).
 
-    c = Dataset()
-    c.CodeValue, c.CodingSchemeDesignator, c.CodeMeaning = value, scheme, meaning[:64]
-    return c
+    It needs only pydicom, which Slicer bundles. Slicer's Python has no ``medkit`` package: the
+    extension build copies the few pure-Python files it imports beside this module (``medkit/``,
+    ``CMakeLists.txt``), and a module loaded from a MedKit checkout finds them one folder up."""
+    import importlib.util
+    import sys
 
+    if importlib.util.find_spec("medkit") is None and os.path.isfile(os.path.join(CHECKOUT, "medkit", "core", "sr.py")):
+        sys.path.append(CHECKOUT)
+    from medkit.core import sr
 
-def _item(valueType, concept, relationship="CONTAINS", **values):
-    from pydicom.dataset import Dataset
-
-    item = Dataset()
-    item.RelationshipType = relationship
-    item.ValueType = valueType
-    item.ConceptNameCodeSequence = [_code(*concept)]
-    if valueType == "TEXT":
-        item.TextValue = values["text"]
-    elif valueType == "CODE":
-        item.ConceptCodeSequence = [_code(*values["code"])]
-    elif valueType == "NUM":
-        measured = Dataset()
-        measured.NumericValue = f"{values['number']:.6g}"
-        measured.MeasurementUnitsCodeSequence = [_code(values["unit"][0], "UCUM", values["unit"][1])]
-        item.MeasuredValueSequence = [measured]
-    elif valueType == "CONTAINER":
-        item.ContinuityOfContent = "SEPARATE"
-    if values.get("children"):
-        item.ContentSequence = values["children"]
-    return item
-
-
-def buildReportSR(reportText: str, result: dict, source=None, final: bool = True):
-    """A Comprehensive SR dataset: report text, one coded entry per finding (probability / measurement as
-    NUM), the knowledge triples, algorithm name and version; patient/study from ``source`` if given."""
-    import pydicom
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    if not (reportText or "").strip():
-        raise ValueError("the report is empty: nothing to save as DICOM SR")
-    now = datetime.datetime.now()
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = COMPREHENSIVE_SR
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = COMPREHENSIVE_SR
-    for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyDate",
-                    "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName"):
-        setattr(ds, keyword, getattr(source, keyword, "") if source is not None else "")
-    ds.StudyInstanceUID = ds.StudyInstanceUID or generate_uid()
-    ds.Modality = "SR"
-    ds.SeriesInstanceUID = generate_uid()
-    ds.SeriesNumber = 9901
-    ds.SeriesDescription = "MedKit report (final)" if final else "MedKit report (draft)"
-    ds.InstanceNumber = 1
-    ds.Manufacturer = "MedKit"
-    ds.ContentDate, ds.ContentTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
-    ds.InstanceCreationDate, ds.InstanceCreationTime = ds.ContentDate, ds.ContentTime
-    ds.CompletionFlag = "COMPLETE" if final else "PARTIAL"
-    ds.VerificationFlag = "UNVERIFIED"  # MedKit signs nothing on anyone's behalf
-    ds.PreliminaryFlag = "FINAL" if final else "PRELIMINARY"
-    scheme = Dataset()
-    scheme.CodingSchemeDesignator = SCHEME
-    scheme.CodingSchemeName = "MedKit report generation concepts"
-    ds.CodingSchemeIdentificationSequence = [scheme]
-    template = Dataset()
-    template.MappingResource, template.TemplateIdentifier = "DCMR", "2000"
-    ds.ContentTemplateSequence = [template]
-    ds.ValueType = "CONTAINER"
-    ds.ContinuityOfContent = "SEPARATE"
-    ds.ConceptNameCodeSequence = [_code("18748-4", "LN", "Diagnostic Imaging Report")]
-    if source is not None and getattr(source, "SOPInstanceUID", None):
-        ref = Dataset()
-        ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID = source.SOPClassUID, source.SOPInstanceUID
-        series = Dataset()
-        series.SeriesInstanceUID, series.ReferencedSOPSequence = source.SeriesInstanceUID, [ref]
-        study = Dataset()
-        study.StudyInstanceUID, study.ReferencedSeriesSequence = source.StudyInstanceUID, [series]
-        ds.PertinentOtherEvidenceSequence = [study]
-
-    findings = [_item("TEXT", ("121071", "DCM", "Finding"), text=reportText.strip())]
-    for f in result.get("findings", []):
-        children = []
-        if isinstance(f.get("probability"), (int, float)):
-            children.append(_item("NUM", ("PROB", SCHEME, "Model probability"), "HAS PROPERTIES",
-                                  number=float(f["probability"]), unit=UCUM[""]))
-        if isinstance(f.get("value"), (int, float)):
-            children.append(_item("NUM", ("MEASURED", SCHEME, "Measured value"), "HAS PROPERTIES",
-                                  number=float(f["value"]), unit=UCUM.get(f.get("unit", ""), UCUM[""])))
-        name = str(f.get("name", ""))
-        concept = (re.sub(r"[^A-Z0-9]+", "_", name.upper()).strip("_")[:16] or "FINDING", SCHEME, name)
-        findings.append(_item("CODE", concept, code=STATUS_CODES.get(f.get("status"), UNDETERMINED),
-                              children=children))
-    content = [_item("TEXT", ("111001", "DCM", "Algorithm Name"), text="MedKit"),
-               _item("TEXT", ("111003", "DCM", "Algorithm Version"), text=str(result.get("model", "unknown"))),
-               _item("CONTAINER", ("121070", "DCM", "Findings"), children=findings)]
-    if result.get("knowledge"):
-        content.append(_item("CONTAINER", ("KNOWLEDGE", SCHEME, "Knowledge graph evidence"),
-                             children=[_item("TEXT", ("TRIPLE", SCHEME, "Knowledge triple"), text=str(t))
-                                       for t in result["knowledge"]]))
-    content.append(_item("TEXT", ("DISCLAIMER", SCHEME, "Disclaimer"), text=DISCLAIMER))
-    ds.ContentSequence = content
-    ds.SpecificCharacterSet = "ISO_IR 192"  # UTF-8 report text
-    logger.debug("built SR with pydicom %s", pydicom.__version__)
-    return ds
-
-
-def writeDicom(ds, path: str) -> None:
-    import pydicom
-
-    try:  # pydicom >= 3
-        pydicom.dcmwrite(path, ds, enforce_file_format=True)
-    except TypeError:  # pydicom 2.x
-        ds.is_little_endian, ds.is_implicit_VR = True, False
-        pydicom.dcmwrite(path, ds, write_like_original=False)
+    return sr
 
 
 #
@@ -1276,7 +1175,7 @@ class MedKitSlicerTest(ScriptedLoadableModuleTest):
         logic.saveReportSR(os.path.join(work, "r.dcm"), result["report"], result)
         import pydicom
 
-        self.assertEqual(pydicom.dcmread(os.path.join(work, "r.dcm")).SOPClassUID, COMPREHENSIVE_SR)
+        self.assertEqual(pydicom.dcmread(os.path.join(work, "r.dcm")).SOPClassUID, medkitSR().COMPREHENSIVE_SR)
         shutil.rmtree(work, ignore_errors=True)
         self.delayDisplay("MedKit offline logic test passed")
 

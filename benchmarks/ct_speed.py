@@ -46,9 +46,9 @@ def run_case(path: str, threads: int, repeats: int) -> dict:
 
     torch.set_num_threads(threads)
     from medkit.ct.measurements import findings_from_measurements, measure_organs
-    from medkit.ct.report import MedKitCT
+    from medkit.ct.model import MedKitCT
     from medkit.ct.segmentation import run_student
-    from medkit.ct.volumes import array_to_image, labels_to_original, read_volume, to_model_grid
+    from medkit.ct.images import array_to_image, labels_to_original, read_volume, to_model_grid
 
     t0 = time.perf_counter()
     model = MedKitCT.load()

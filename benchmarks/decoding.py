@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medkit.data import load_studies
-from medkit.evaluate import score
-from medkit.model import MedKitCXR
+from medkit.core.data import load_studies
+from medkit.cxr.evaluate import score
+from medkit.cxr.model import MedKitCXR
 
 # name -> generate() overrides; "shipped" uses the model's own config
 SETTINGS: dict[str, dict] = {
@@ -35,7 +35,7 @@ SETTINGS: dict[str, dict] = {
     "min_tokens_35": {"min_new_tokens": 35},  # val references are longer than greedy reports (BLEU's brevity penalty)
     "min_tokens_45": {"min_new_tokens": 45},
     "beams_3": {"num_beams": 3},  # PyTorch generate: several times slower per study
-    # speculative greedy decoding (medkit.drafts): same reports, time only
+    # speculative greedy decoding (medkit.core.generator.drafts): same reports, time only
     "drafts_0": {"draft_tokens": 0},
     "drafts_2": {"draft_tokens": 2},
     "drafts_4": {"draft_tokens": 4},

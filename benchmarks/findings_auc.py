@@ -1,6 +1,6 @@
 """Findings-head AUC per observation on a split, for a model directory's student or a run's encoders.
 
-The same code as the per-epoch validation of ``medkit train`` (``medkit.metrics.findings_auc``,
+The same code as the per-epoch validation of ``medkit train`` (``medkit.core.metrics.findings_auc``,
 positive = the labeler's positive for the study's report; the mean over observations with at
 least ``--min-positives`` positives), so shipped and new heads compare on equal terms.
 
@@ -25,13 +25,13 @@ def load_encoder(model: str | None, run: str | None, stage: str, weights: str | 
     """(encoder, config) of a model directory's student, or of a run's teacher / student."""
     from safetensors.torch import load_file
 
-    from medkit.config import MedKitConfig
-    from medkit.encoders import CXREncoder
-    from medkit.model import load_student, read_config
+    from medkit.cxr.config import MedKitConfig
+    from medkit.cxr.encoders import CXREncoder
+    from medkit.cxr.model import load_student, read_config
 
     if run is None:
         cfg = read_config(model)
-        from medkit.model import default_model_dir
+        from medkit.cxr.model import default_model_dir
 
         return load_student(model or default_model_dir(), cfg), cfg
     cfg = MedKitConfig.load(Path(run) / "config.json")
@@ -53,9 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", help="write the result as JSON")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from medkit.data import load_studies
-    from medkit.metrics import findings_auc
-    from medkit.train import StudyTensors, encode_studies
+    from medkit.core.data import load_studies
+    from medkit.core.metrics import findings_auc
+    from medkit.cxr.data import StudyTensors, encode_studies
 
     enc, cfg = load_encoder(args.model, args.run, args.stage, args.weights)
     data = StudyTensors(load_studies(args.data, args.split), cfg, show=False)

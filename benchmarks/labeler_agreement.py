@@ -1,4 +1,4 @@
-"""Agreement of medkit.labeler with the Open-i MeSH terms of IU X-ray reports.
+"""Agreement of medkit.cxr.labeler with the Open-i MeSH terms of IU X-ray reports.
 
 Open-i indexed every IU X-ray report by hand with MeSH major terms ("Cardiomegaly/borderline",
 "Pulmonary Atelectasis/base/left", "normal"; Demner-Fushman et al., JAMIA 2016). Those terms
@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from medkit.labeler import OBSERVATIONS, Status, extract_mentions, label_report  # noqa: E402
+from medkit.cxr.labeler import OBSERVATIONS, Status, extract_mentions, label_report  # noqa: E402
 
 logger = logging.getLogger(__name__)
 

@@ -135,9 +135,9 @@ def tiny_model(dest: Path) -> Path:
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     sys.path.insert(0, str(ROOT))
-    from medkit.config import MedKitConfig
-    from medkit.generator import _smollm2_dir
-    from medkit.train import train
+    from medkit.cxr.config import MedKitConfig
+    from medkit.core.generator.lm import _smollm2_dir
+    from medkit.cxr.train import train
     from tests.conftest import TINY_OVERRIDES, write_tiny_iu_folder
 
     tok = AutoTokenizer.from_pretrained(_smollm2_dir(), local_files_only=True)

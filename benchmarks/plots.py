@@ -79,8 +79,8 @@ def per_observation(result: dict, out: Path) -> None:
 def example_study(files: list[str], reference: str | None, out: Path, model_dir: str | None = None) -> dict:
     import textwrap
 
-    from medkit.images import load_cxr
-    from medkit.model import MedKitCXR
+    from medkit.cxr.images import load_cxr
+    from medkit.cxr.model import MedKitCXR
 
     model = MedKitCXR.load(model_dir)
     result = model.report_from_files(files)

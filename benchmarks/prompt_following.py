@@ -21,10 +21,10 @@ from pathlib import Path
 
 import torch
 
-from medkit.data import load_studies
-from medkit.evaluate import score
-from medkit.labeler import label_report, positive_findings
-from medkit.model import MedKitCXR, prompt_findings
+from medkit.core.data import load_studies
+from medkit.cxr.evaluate import score
+from medkit.cxr.labeler import label_report, positive_findings
+from medkit.cxr.model import MedKitCXR, prompt_findings
 
 COLUMNS = ("bleu_4", "meteor", "rouge_l", "ce_precision_macro", "ce_recall_macro", "ce_f1_micro", "ce_f1_macro")
 

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/report_base.py --data ../shared/data [--split val] [--out rb.json]
 
 Every row runs the shipped student once per study (its findings decide what is stated, as in
-`medkit evaluate`) and differs only in the text that `medkit.consistency.align_report` edits:
+`medkit evaluate`) and differs only in the text that `medkit.cxr.consistency.align_report` edits:
 
 - ``template``: the site's normal report fitted on the training reports (the shipped default);
 - ``retrieval_mbr_k{K}``: minimum-Bayes-risk choice among the training reports: the one with the
@@ -24,13 +24,13 @@ import json
 import numpy as np
 import torch
 
-from medkit.calibrate import fit_statement_thresholds
-from medkit.consistency import align_report
-from medkit.data import load_studies
-from medkit.evaluate import score, study_embedding, train_bank
-from medkit.metrics import normalize_report, sentence_bleu_matrix
-from medkit.model import MedKitCXR, findings_from_probs, stack_views
-from medkit.train import StudyTensors, encode_studies
+from medkit.core.data import load_studies
+from medkit.core.metrics import normalize_report, sentence_bleu_matrix
+from medkit.cxr.calibrate import fit_statement_thresholds
+from medkit.cxr.consistency import align_report
+from medkit.cxr.data import StudyTensors, encode_studies
+from medkit.cxr.evaluate import score, study_embedding, train_bank
+from medkit.cxr.model import MedKitCXR, findings_from_probs, stack_views
 
 METRICS = ("bleu_4", "meteor", "rouge_l", "cider", "ce_precision", "ce_f1_micro", "ce_f1_macro", "false_alarm_rate")
 

@@ -25,7 +25,7 @@ import numpy as np, torch
 threads, runs, model_dir, beams = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] or None, int(sys.argv[4])
 torch.set_num_threads(threads)
 t0 = time.perf_counter()
-from medkit.model import MedKitCXR
+from medkit.cxr.model import MedKitCXR
 model = MedKitCXR.load(model_dir)
 load_s = time.perf_counter() - t0
 study = sys.argv[5:]

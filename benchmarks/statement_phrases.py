@@ -1,13 +1,13 @@
-"""Are the sentences ``medkit.consistency`` writes made of phrasing many training reports share?
+"""Are the sentences ``medkit.cxr.consistency`` writes made of phrasing many training reports share?
 
     python benchmarks/statement_phrases.py --data ../shared/data [--min-reports 5]
 
 Each statement, hedge and negation is normalised as the metrics normalise reports (R2Gen) and cut
 into the fewest fragments (runs of words) that each occur in at least ``--min-reports`` distinct
-training reports, the rule the draft table follows (``medkit.drafts``): a sentence that cannot be
+training reports, the rule the draft table follows (``medkit.core.generator.drafts``): a sentence that cannot be
 cut so is reported as failing. Prints one row per sentence: the fragments with their report counts
 and the count of the whole sentence. Exits 1 when a sentence fails, except those of
-``medkit.consistency.OWN_WORDING`` (no phrasing the reports share exists for them: MedKit's own).
+``medkit.cxr.consistency.OWN_WORDING`` (no phrasing the reports share exists for them: MedKit's own).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import argparse
 import sys
 from collections.abc import Iterable
 
-from medkit.consistency import HEDGES, NEGATIONS, OWN_WORDING, STATEMENTS
-from medkit.metrics import normalize_report
+from medkit.cxr.consistency import HEDGES, NEGATIONS, OWN_WORDING, STATEMENTS
+from medkit.core.metrics import normalize_report
 
 
 def report_ngrams(reports: Iterable[str], max_n: int = 8) -> dict[str, int]:
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", required=True, help="folder with iu_xray/annotation.json (its train split is used)")
     ap.add_argument("--min-reports", type=int, default=5)
     args = ap.parse_args(argv)
-    from medkit.data import load_studies
+    from medkit.core.data import load_studies
 
     counts = report_ngrams(s.report for s in load_studies(args.data, "train") if s.report.strip())
     failed = 0

@@ -2,8 +2,8 @@
 
 Times, on synthetic input of the real shape (batch of B studies x V views, S x S pixels):
 the forward + backward + AdamW step of the teacher (Lite0/1/2) and of the student, with and
-without ``channels_last``; the radiograph augmentation of one batch (``medkit.augment``); and,
-with ``--data``, decoding + resizing one IU X-ray image as ``medkit.train.StudyTensors`` does
+without ``channels_last``; the radiograph augmentation of one batch (``medkit.cxr.augment``); and,
+with ``--data``, decoding + resizing one IU X-ray image as ``medkit.cxr.data.StudyTensors`` does
 (once per run, not per step). Prints one table; the numbers size a training plan
 (images per epoch x seconds per image).
 
@@ -41,8 +41,8 @@ def encoder_step(backbone: str, role: str, size: int, batch: int, views: int, ch
     """A closure running one training step of an encoder on random input."""
     import torch.nn.functional as F
 
-    from medkit.config import EncoderConfig
-    from medkit.encoders import CXREncoder
+    from medkit.cxr.config import EncoderConfig
+    from medkit.cxr.encoders import CXREncoder
 
     cfg = EncoderConfig(image_size=size, teacher_backbone=backbone)
     enc = CXREncoder(cfg, role, pretrained=False).train()
@@ -63,7 +63,7 @@ def encoder_step(backbone: str, role: str, size: int, batch: int, views: int, ch
 
 def decode_seconds(data: Path, n: int, size: int) -> float:
     """Median seconds to load and resize one IU X-ray image (what StudyTensors does per image)."""
-    from medkit.images import load_cxr, to_model_input
+    from medkit.cxr.images import load_cxr, to_model_input
 
     paths = sorted((data / "iu_xray" / "images").glob("*.jpg"))[:n]
     if not paths:
@@ -106,8 +106,8 @@ def main(argv: list[str] | None = None) -> int:
             name = f"{role} {backbone.replace('efficientnet_', '')}"
             print(f"| {name} fwd+bwd+AdamW | {size} | {'channels_last' if cl else 'NCHW'} | {s:.3f} | "
                   f"{1000 * s / images:.1f} |", flush=True)
-    from medkit.augment import augment
-    from medkit.config import AugmentConfig
+    from medkit.cxr.augment import augment
+    from medkit.cxr.config import AugmentConfig
 
     x = torch.randn(images, 1, sizes[0], sizes[0]).clamp(-1, 1)
     s = time_steps(lambda: augment(x, AugmentConfig()), 1, args.steps)

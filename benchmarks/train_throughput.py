@@ -1,7 +1,7 @@
 """Training throughput per stage: chest X-ray teacher, student and generator, and the CT student.
 
 Runs the real training commands for one epoch on a few studies in a temporary folder and reads
-the per-step timings (``seconds``, ``items``) that ``medkit.train.run_loop`` writes to each
+the per-step timings (``seconds``, ``items``) that ``medkit.core.train.run_loop`` writes to each
 stage's ``history.jsonl``. Image decoding and caching before the first step are not counted.
 Use the numbers to size a training plan (steps x seconds per step).
 

@@ -19,9 +19,17 @@ import json
 import logging
 import os
 import sys
+import tempfile
+import warnings
 from pathlib import Path
 
+import numpy as np
+
+from medkit.core.files import is_volume_path
+
 logger = logging.getLogger("medkit")
+# Each command imports the modules it runs (the imports marked "per command"): `medkit generate IMG.png`
+# loads neither the CT path nor training, evaluation or the DICOM SR writer.
 
 
 def _add_run_args(p, data_help: str, config_help: str, set_example: str) -> None:
@@ -71,7 +79,8 @@ def _add_generate(sub) -> None:
     p.add_argument("--report-base", choices=("template", "generator"),
                    help="chest X-ray: start from the site's normal report or from the language model's text "
                         "(default: the model's generator.report_base)")
-    p.add_argument("--sr", metavar="FILE", help="also write a DICOM Structured Report referencing the DICOM inputs")
+    p.add_argument("--sr", metavar="FILE", help="also write a DICOM Structured Report referencing the DICOM inputs "
+                                              "(CT: the slices of the DICOM series)")
 
 
 def _add_evaluate(sub) -> None:
@@ -145,8 +154,8 @@ def _decode_overrides(args) -> dict:
 
 
 def cmd_train(args) -> int:
-    from medkit.config import MedKitConfig
-    from medkit.train import train
+    from medkit.cxr.config import MedKitConfig  # per command: start-up time
+    from medkit.cxr.train import train  # per command: start-up time
 
     cfg = MedKitConfig.load(args.config) if args.config else MedKitConfig()
     if args.lm:
@@ -159,8 +168,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_train_ct(args) -> int:
-    from medkit.ct.config import CTConfig
-    from medkit.ct.train import train_ct
+    from medkit.ct.config import CTConfig  # per command: start-up time
+    from medkit.ct.train import train_ct  # per command: start-up time
 
     cfg = CTConfig.load(args.config) if args.config else CTConfig()
     if args.lm:
@@ -170,43 +179,52 @@ def cmd_train_ct(args) -> int:
     return 0
 
 
+def _write_result(args, result: dict, sources) -> bool:
+    """The DICOM SR (``--sr``), then the result as JSON (``--json``: True) or its report text (False)."""
+    if args.sr:
+        from medkit.core.sr import write_report_sr  # per command: start-up time
+
+        write_report_sr(result, sources, args.sr)
+    print(json.dumps(result, indent=2) if args.json else result["report"])
+    return args.json
+
+
 def cmd_generate_ct(args) -> int:
-    from medkit.ct.report import MedKitCT
-    from medkit.ct.volumes import read_volume
+    from medkit.ct.model import MedKitCT  # per command: start-up time
+    from medkit.ct.images import read_volume  # per command: start-up time
 
     read_volume(args.images[0])  # fail fast on bad input before loading the model
+    sources = None
+    if args.sr:  # the SR references the series' slices
+        from medkit.core.sr import dicom_sources  # per command: start-up time
+        from medkit.ct.images import dicom_series_files  # per command: start-up time
+
+        volume = Path(args.images[0])
+        sources = dicom_sources(dicom_series_files(volume) if volume.is_dir() else [volume])
     model = MedKitCT.load(args.model, lm_path=args.lm)
     result = model.report_from_path(args.images[0], args.out_dir, **_decode_overrides(args))
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print(result["report"])
+    if not _write_result(args, result, sources):
         print(f"\nSegmentation: {result['segmentation']}")
     return 0
 
 
 def cmd_generate(args) -> int:
-    from medkit.ct.volumes import is_volume_path
-    from medkit.images import load_cxr
-    from medkit.model import MedKitCXR
+    from medkit.cxr.images import load_cxr  # per command: start-up time
+    from medkit.cxr.model import MedKitCXR  # per command: start-up time
 
     if len(args.images) == 1 and is_volume_path(args.images[0]):
         return cmd_generate_ct(args)
     for p in args.images:  # fail fast on bad input before loading the model
         load_cxr(p)
+    sources = None
     if args.sr:
-        from medkit.sr import dicom_sources, write_report_sr
+        from medkit.core.sr import dicom_sources  # per command: start-up time
 
         sources = dicom_sources(args.images)
     model = MedKitCXR.load(args.model, lm_path=args.lm)
     result = model.report_from_files(args.images, state_findings=False if args.no_state_findings else None,
                                      report_base=args.report_base, **_decode_overrides(args))
-    if args.sr:
-        write_report_sr(result, sources, args.sr)
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print(result["report"])
+    if not _write_result(args, result, sources):
         for status in ("positive", "borderline"):
             names = [f"{f['name']} ({f['probability']:.2f})" for f in result["findings"] if f["status"] == status]
             print(f"\n{status.capitalize()} findings: " + (", ".join(names) or "none"), end="")
@@ -215,7 +233,7 @@ def cmd_generate(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from medkit.evaluate import evaluate, markdown_table
+    from medkit.cxr.evaluate import evaluate, markdown_table  # per command: start-up time
 
     result = evaluate(args.data, args.split, args.model, args.limit, args.lm, _decode_overrides(args),
                       floors=not args.no_floors, state_findings=False if args.no_state_findings else None,
@@ -229,14 +247,14 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from medkit.train import export_model
+    from medkit.cxr.train import export_model  # per command: start-up time
 
     print(f"model written to {export_model(args.run, args.data, args.out)}")
     return 0
 
 
 def cmd_evaluate_ct(args) -> int:
-    from medkit.ct.evaluate import evaluate_ct, markdown_table
+    from medkit.ct.evaluate import evaluate_ct, markdown_table  # per command: start-up time
 
     result = evaluate_ct(args.manifest, args.model, args.split)
     print(markdown_table(result))
@@ -248,7 +266,7 @@ def cmd_evaluate_ct(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
-    from medkit.calibrate import calibrate, markdown_table
+    from medkit.cxr.calibrate import calibrate, markdown_table  # per command: start-up time
 
     print(markdown_table(calibrate(args.model, args.data)))
     return 0
@@ -257,12 +275,10 @@ def cmd_calibrate(args) -> int:
 def cmd_import_masks(args) -> int:
     """Each mask converted to MedKit's organ values on its own grid, then ``PUT /datastore/label?tag=organs``;
     the server checks it lies on the study image's grid. One line per study; exit 1 if any failed."""
-    import tempfile
+    import requests  # per command: start-up time
+    import SimpleITK as sitk  # per command: start-up time
 
-    import requests
-    import SimpleITK as sitk
-
-    from medkit.ct.volumes import VolumeInputError, totalsegmentator_mask
+    from medkit.ct.images import VolumeInputError, totalsegmentator_mask  # per command: start-up time
 
     failed = 0
     for entry in args.masks:
@@ -277,7 +293,6 @@ def cmd_import_masks(args) -> int:
                                  "tag": "organs"}, files={"label": ("organs.nii.gz", out.read_bytes())}, timeout=300)
             if not r.ok:
                 raise ValueError(f"server answered {r.status_code}: {r.json().get('detail', r.text)[:300]}")
-            import numpy as np
 
             organs = int((np.unique(sitk.GetArrayViewFromImage(mask)) > 0).sum())
             print(f"{image_id}: organ mask stored ({organs} organs)")
@@ -299,12 +314,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("medkit").setLevel(logging.DEBUG if args.debug else logging.INFO)
     if not args.debug:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-        import warnings
 
         warnings.filterwarnings("ignore")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come from packages or local paths only
     if args.threads:
-        import torch
+        import torch  # per command: start-up time
 
         torch.set_num_threads(args.threads)
     try:

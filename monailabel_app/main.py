@@ -6,7 +6,7 @@
 Models are discovered from ``lib/configs`` by class (``--conf models all`` or a comma list of
 file names). A study's ``final`` label is its report (``lib/datastore.py``). With
 ``--studies http(s)://.../dicom-web`` the studies are the CR / DX / CT series of a DICOMweb
-server and every report is written back there as a DICOM SR (``medkit.sr``).
+server and every report is written back there as a DICOM SR (``medkit.core.sr``).
 Options: ``--conf KEY VALUE``; the table is in ``monailabel_app/README.md``.
 """
 
@@ -38,7 +38,7 @@ from monailabel.tasks.activelearning.random import Random
 from monailabel.utils.others.class_utils import get_class_names
 from monailabel.utils.others.generic import strtobool
 
-from medkit import limits
+from medkit.core import limits
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ UPLOAD_NAME = re.compile(r"^tmp[A-Za-z0-9_]+(\.[A-Za-z0-9]+)*$")  # what the /in
 
 
 def input_limits(conf: dict) -> limits.InputLimits:
-    """``--conf max_image_pixels N`` etc. (:class:`medkit.limits.InputLimits`), defaults otherwise."""
+    """``--conf max_image_pixels N`` etc. (:class:`medkit.core.limits.InputLimits`), defaults otherwise."""
     values = {}
     for f in dataclasses.fields(limits.InputLimits):
         if f.name in conf:
@@ -157,7 +157,7 @@ class MedKitApp(MONAILabelApp):
             raise not_found(f"image {image!r} not found in the datastore")
 
     def infer(self, request, datastore=None):
-        from medkit.images import ImageInputError
+        from medkit.cxr.images import ImageInputError
 
         model = request.get("model")
         if model not in self._infers:

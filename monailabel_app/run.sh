@@ -17,6 +17,8 @@ trap 'kill "$SERVER" 2>/dev/null || true' INT TERM EXIT
 "$PY" - "$PORT" "${MEDKIT_IMAGE:-}" "$SERVER" <<'PYEOF'
 import json, os, sys, time, urllib.error, urllib.request
 
+from medkit.core.files import VOLUME_SUFFIXES
+
 port, image, server = sys.argv[1], sys.argv[2], int(sys.argv[3])
 base = f"http://127.0.0.1:{port}"
 
@@ -41,7 +43,7 @@ if not image:
     if not image:
         sys.exit("no study to report in the datastore")
 # a volume file is a CT study; everything else goes to the chest X-ray model
-model = "medkit_ct" if path.lower().endswith((".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")) else "medkit_cxr"
+model = "medkit_ct" if path.lower().endswith(VOLUME_SUFFIXES) else "medkit_cxr"
 try:
     print(json.dumps(call(f"/infer/{model}?image={image}&output=json", "POST"), indent=2))
 except urllib.error.HTTPError as e:

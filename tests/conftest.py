@@ -54,7 +54,7 @@ def tiny_lm_dir(tmp_path_factory) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from medkit.generator import _smollm2_dir
+    from medkit.core.generator.lm import _smollm2_dir
 
     tok = AutoTokenizer.from_pretrained(_smollm2_dir(), local_files_only=True)
     torch.manual_seed(0)
@@ -112,8 +112,8 @@ def write_tiny_iu_folder(root: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, tiny_lm_dir) -> Path:
     """A MedKit model trained for a few steps on the samples with the tiny LM (all three stages)."""
-    from medkit.config import MedKitConfig
-    from medkit.train import train
+    from medkit.cxr.config import MedKitConfig
+    from medkit.cxr.train import train
 
     data = write_tiny_iu_folder(tmp_path_factory.mktemp("tiny_data"))
     cfg = MedKitConfig().override(TINY_OVERRIDES + [f"generator.lm_path={tiny_lm_dir}"])

@@ -10,7 +10,7 @@ import sys
 import pydicom
 import pytest
 
-from medkit.labeler import OBSERVATIONS, Status, label_report
+from medkit.cxr.labeler import OBSERVATIONS, Status, label_report
 from tests.conftest import NIH_PNG, NIH_PNG_2, ROOT, RSNA_DCM, write_tiny_iu_folder
 
 
@@ -32,7 +32,7 @@ def _check_report(obj: dict):
         assert positive == (f["status"] == "positive")
         assert (not positive and f["probability"] >= f["borderline_threshold"]) == (f["status"] == "borderline")
     assert obj["knowledge"] and all(t.startswith("<") and t.endswith(">") for t in obj["knowledge"])
-    # the report agrees with the table (medkit.consistency): it states what the table calls positive
+    # the report agrees with the table (medkit.cxr.consistency): it states what the table calls positive
     # and asserts nothing the table calls negative
     status = {f["name"]: f["status"] for f in obj["findings"] if f["name"] != "No Finding"}
     said = label_report(obj["report"])
@@ -59,8 +59,8 @@ def test_generate_no_state_findings_gives_the_generator_text_alone(image):
     assert raw["stated_findings"] == raw["hedged_findings"] == raw["withdrawn_findings"] == []
     r = medkit("generate", str(image), "--json")
     aligned = json.loads(r.stdout)
-    from medkit.consistency import align_report
-    from medkit.model import read_config
+    from medkit.cxr.consistency import align_report
+    from medkit.cxr.model import read_config
 
     assert aligned["findings"] == raw["findings"]
     report, edits = align_report(raw["report"], {f["name"]: f["status"] for f in raw["findings"]},

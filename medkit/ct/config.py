@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from medkit.config import ConfigFile, DistillConfig, GeneratorConfig
+from medkit.core.config import ConfigFile, DistillConfig, GeneratorConfig
 
 #: Organs the student segments, in label order (label value = index + 1; 0 is background).
 ORGANS = ("liver", "spleen", "kidney_right", "kidney_left", "gallbladder", "stomach", "pancreas", "aorta")

@@ -28,6 +28,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+import SimpleITK as sitk
+
+from medkit.ct.images import read_mask
+from medkit.ct.model import MedKitCT
+from medkit.ct.train import load_ct_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -39,10 +44,6 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float | None:
 
 def evaluate_study(model, study, work: Path) -> dict:
     """One study: per-organ Dice, volumes and report status, the rejected organs, the latency."""
-    import SimpleITK as sitk
-
-    from medkit.ct.volumes import read_mask
-
     organs = model.cfg.encoder.organs
     t0 = time.perf_counter()
     r = model.report_from_path(study.volume, work / study.id)
@@ -93,9 +94,6 @@ def summarize(studies: list[dict]) -> dict:
 
 def evaluate_ct(manifest: str | Path, model_dir: str | Path | None = None, split: str | None = None) -> dict:
     """Evaluate the CT model (default: the shipped one) on every study with a mask in ``manifest``."""
-    from medkit.ct.report import MedKitCT
-    from medkit.ct.train import load_ct_manifest
-
     studies = load_ct_manifest(manifest, split=split)
     with_mask = [s for s in studies if s.mask is not None]
     for s in studies:

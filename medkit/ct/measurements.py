@@ -44,6 +44,8 @@ import logging
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
 
 logger = logging.getLogger(__name__)
 
@@ -83,9 +85,6 @@ def measure_organs(labels, hu, organs: tuple[str, ...],
     """Measurements of each organ present in ``labels`` (SimpleITK uint8, value k = organs[k-1])
     against ``hu`` (SimpleITK float HU on the same grid); ``soft_tissue_hu``: the band whose share
     of the measured voxels is reported (``PlausibilityConfig.soft_tissue_hu``)."""
-    import SimpleITK as sitk
-    from scipy import ndimage
-
     if labels.GetSize() != hu.GetSize():
         raise ValueError(f"label volume {labels.GetSize()} and CT {hu.GetSize()} differ in size")
     lab = sitk.GetArrayViewFromImage(labels)  # (Z, Y, X)

@@ -20,17 +20,18 @@ in the label volume (``reliable: false`` in the measurements) so that the user c
 Position, components and confidence are computed on the model grid (3 mm), which the label volume
 is resampled from.
 
-    python -m medkit.ct.plausibility VOLUME     # checks of the shipped model's organs on VOLUME
+    medkit generate VOLUME --json     # measurements.<organ>.reliable / implausible: the checks' outcome
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 
 import numpy as np
+from scipy import ndimage
 
 from medkit.ct.config import PlausibilityConfig
+from medkit.ct.measurements import contrast_phase
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +41,6 @@ def organ_geometry(labels_model: np.ndarray, body_model: np.ndarray, ref, organs
     largest connected component and inside the body, and the centroid's offset (mm) from the
     body's centre towards the patient's right and anterior (body centre taken over the organ's slab
     along the grid's third axis)."""
-    from scipy import ndimage
-
     out: dict[str, dict] = {}
     objs = ndimage.find_objects(labels_model)
     full = np.ones((3, 3, 3), bool)
@@ -129,8 +128,6 @@ def check_organs(measures: dict, geometry: dict[str, dict], confidence: dict[str
 
     The aorta is checked first with bounds that hold in any phase; the phase comes from a plausible
     aorta only, and then sets the attenuation ranges of the other organs."""
-    from medkit.ct.measurements import contrast_phase
-
     cfg = cfg or PlausibilityConfig()
     reasons: dict[str, list[str]] = {}
     if "aorta" in measures:
@@ -142,21 +139,3 @@ def check_organs(measures: dict, geometry: dict[str, dict], confidence: dict[str
             reasons[organ] = organ_reasons(organ, m, geometry.get(organ), confidence.get(organ), phase, cfg)
     return phase, reasons
 
-
-def main(argv: list[str] | None = None) -> int:
-    import tempfile
-
-    from medkit.ct.report import MedKitCT
-
-    model = MedKitCT.load()
-    for p in argv if argv is not None else sys.argv[1:]:
-        with tempfile.TemporaryDirectory() as d:
-            r = model.report_from_path(p, d)
-        for organ, m in r["measurements"].items():
-            if "implausible" in m:
-                print(p, organ, "reliable" if m["reliable"] else "NOT RELIABLE: " + "; ".join(m["implausible"]))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

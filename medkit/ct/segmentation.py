@@ -1,6 +1,6 @@
 """Organ segmentation of a whole CT volume with bounded memory, mapped back to the input grid.
 
-1. The volume is resampled onto the model grid (``medkit.ct.volumes.to_model_grid``).
+1. The volume is resampled onto the model grid (``medkit.ct.images.to_model_grid``).
 2. MONAI's ``sliding_window_inference`` runs the student on ``roi_size`` patches
    (``sw_batch_size`` at a time, Gaussian blending), stitching two outputs at once: organ
    probabilities at full model resolution and the student's deepest feature map (stride 8), from
@@ -11,21 +11,22 @@
    direction. (Per-organ linear resampling of probabilities gave smoother boundaries but took
    24 of 44 s for a 512 x 512 x 200 input; organ volumes differ by well under 1 %.)
 
-    python -m medkit.ct.segmentation VOLUME OUT.nii.gz     # with the shipped student
+    medkit generate VOLUME --out-dir OUT/     # the shipped student's labels: OUT/<name>_organs.nii.gz
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 from dataclasses import dataclass
 
 import numpy as np
+import SimpleITK as sitk
 import torch
 
 from medkit.ct.config import CTConfig
-from medkit.ct.encoders3d import CTStudent
-from medkit.ct.volumes import CTVolume, array_to_image, labels_to_original, to_model_grid
+from medkit.ct.encoders import CTStudent
+from medkit.ct.images import CTVolume, array_to_image, labels_to_original, to_model_grid
+from medkit.ct.tissues import tissue_codes, tissues_from_codes
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def _pad_to_multiple(x: torch.Tensor, m: int) -> tuple[torch.Tensor, tuple[int, 
 @torch.no_grad()
 def run_student(student: CTStudent, arr: np.ndarray, cfg: CTConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """arr (X, Y, Z) 0..1 on the model grid -> (probs (K+1, X, Y, Z), label logits (L,), tokens (1, g, C))."""
-    from monai.inferers import sliding_window_inference
+    from monai.inferers import sliding_window_inference  # MONAI imported on use: its import alone takes seconds
 
     student.eval()
     x = torch.from_numpy(arr)[None, None]
@@ -91,9 +92,6 @@ def segment(student: CTStudent, volume: CTVolume, cfg: CTConfig, tissue_cfg=None
     if tissue_cfg is None:
         labels = labels_to_original(array_to_image(lab_np, ref), volume.image)
         return SegmentationResult(labels, logits, tokens, tuple(arr.shape), lab_np, confidence, arr, ref)
-    import SimpleITK as sitk
-
-    from medkit.ct.tissues import tissue_codes, tissues_from_codes
 
     n = probs.shape[0]  # organs + background
     body_m, code = tissue_codes(arr, ref, cfg.volume, tissue_cfg, max_code=255 // n - 1)
@@ -105,24 +103,3 @@ def segment(student: CTStudent, volume: CTVolume, cfg: CTConfig, tissue_cfg=None
     tissues = tissues_from_codes(j // np.uint8(n), volume.image, body_m, tissue_cfg)
     return SegmentationResult(labels, logits, tokens, tuple(arr.shape), lab_np, confidence, arr, ref, tissues)
 
-
-def main(argv: list[str] | None = None) -> int:
-    import SimpleITK as sitk
-
-    from medkit.ct.report import MedKitCT
-    from medkit.ct.volumes import read_volume
-
-    argv = argv if argv is not None else sys.argv[1:]
-    if len(argv) != 2:
-        print("usage: python -m medkit.ct.segmentation VOLUME OUT.nii.gz", file=sys.stderr)
-        return 2
-    model = MedKitCT.load()
-    vol = read_volume(argv[0], model.cfg.volume)
-    res = segment(model.student, vol, model.cfg)
-    sitk.WriteImage(res.labels, argv[1], useCompression=True)
-    print(f"wrote {argv[1]} {res.labels.GetSize()}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -32,8 +32,11 @@ import sys
 from dataclasses import dataclass
 
 import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
 
 from medkit.ct.config import TissueConfig, VolumeConfig
+from medkit.ct.images import array_to_image, labels_to_original, read_volume, to_model_grid
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +63,6 @@ class TissueResult:
 
 
 def _largest_component(mask: np.ndarray) -> np.ndarray:
-    from scipy import ndimage
-
     lab, n = ndimage.label(mask)
     if n == 0:
         return mask
@@ -73,8 +74,6 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
 def model_grid_masks(hu: np.ndarray, voxel_ml: float, cfg: TissueConfig) -> tuple[np.ndarray, np.ndarray]:
     """Body (holes filled) and the candidate lung components (labels 1..n, each at least
     ``lung_min_ml``) on the model grid; ``hu`` (X, Y, Z) in HU."""
-    from scipy import ndimage
-
     body = _largest_component(hu > cfg.body_hu)
     body = ndimage.binary_fill_holes(body, structure=_AXIAL)
     air, n = ndimage.label(body & (hu < cfg.lung_hu))
@@ -97,8 +96,6 @@ def tissue_codes(model01: np.ndarray, ref, vcfg: VolumeConfig, cfg: TissueConfig
     """(body mask, code volume) on the model grid, ``model01`` (X, Y, Z) 0..1 as ``to_model_grid``
     returns it. Codes: 0 outside, 1 = one model voxel around the body (refined by threshold on the
     original grid), 2 = body, 3 + j = in or next to lung candidate j (j < ``max_code - 2``)."""
-    from scipy import ndimage
-
     hu_model = model01 * (vcfg.hu_max - vcfg.hu_min) + vcfg.hu_min
     body_m, cand = model_grid_masks(hu_model, float(np.prod(ref.GetSpacing())) / 1000.0, cfg)
     cand[cand > max_code - 2] = 0  # the largest candidates keep a code (sorted by size)
@@ -113,8 +110,6 @@ def tissue_codes(model01: np.ndarray, ref, vcfg: VolumeConfig, cfg: TissueConfig
 def tissues_from_codes(c: np.ndarray, hu_image, body_m: np.ndarray, cfg: TissueConfig) -> TissueResult:
     """Masks and measurements on the original grid from the code volume ``c`` ((Z, Y, X), the
     codes of :func:`tissue_codes` mapped onto ``hu_image``'s grid)."""
-    import SimpleITK as sitk
-
     hu = sitk.GetArrayViewFromImage(hu_image)
     voxel_ml = float(np.prod(hu_image.GetSpacing())) / 1000.0
     air = c >= 3
@@ -153,10 +148,6 @@ def segment_tissues(hu_image, model01: np.ndarray, ref, vcfg: VolumeConfig, cfg:
     """Body, lungs and dense bone of ``hu_image`` (SimpleITK, HU, original grid), with connectivity
     computed on the model-grid array ``model01`` ((X, Y, Z), 0..1 as ``to_model_grid`` returns it,
     geometry ``ref``). ``medkit.ct.segmentation.segment`` does the same in the organs' resampling pass."""
-    import SimpleITK as sitk
-
-    from medkit.ct.volumes import array_to_image, labels_to_original
-
     cfg = cfg or TissueConfig()
     body_m, code = tissue_codes(model01, ref, vcfg, cfg)
     c = sitk.GetArrayFromImage(labels_to_original(array_to_image(code, ref), hu_image))  # (Z, Y, X)
@@ -164,8 +155,6 @@ def segment_tissues(hu_image, model01: np.ndarray, ref, vcfg: VolumeConfig, cfg:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from medkit.ct.volumes import read_volume, to_model_grid
-
     for p in argv if argv is not None else sys.argv[1:]:
         vol = read_volume(p)
         arr, ref = to_model_grid(vol.image, VolumeConfig())

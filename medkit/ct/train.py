@@ -13,41 +13,54 @@ map of the organs (``mask_labels`` maps MedKit organ names to its values; defaul
 TotalSegmentator v2 values); ``labels`` (optional) overrides the report labeler. Studies without
 a mask train the distillation and label terms only; studies without a report train no generator.
 
-Stages (each resumable through ``medkit.train.run_loop``: ``OUT/<stage>/state.pt``):
+Stages (each resumable through ``medkit.core.train.run_loop``: ``OUT/<stage>/state.pt``):
 
 - crops: each volume on the model grid (3 mm, RAS) gives ``crops_per_volume`` seeded crops.
-- teacher: the frozen I3ResNet-152 (``medkit.ct.encoders3d.CTTeacher``) encodes every crop once
+- teacher: the frozen I3ResNet-152 (``medkit.ct.encoders.CTTeacher``) encodes every crop once
   (``OUT/teacher/targets.pt``); a linear label head is trained on its pooled features against the
   report labels (skipped when no study has a positive label: then the KL term is off).
 - student: SegResNet trained with Dice + cross-entropy on organ masks, Bernoulli KL to the
   teacher's label distribution (temperature 2), projected feature MSE at three depths and BCE on
-  the labels (``medkit.config.DistillConfig`` weights).
+  the labels (``medkit.core.config.DistillConfig`` weights).
 - generator: only when studies have reports and ``generator_epochs`` > 0: the student is frozen,
   its whole-volume tokens are computed once, and the projector, knowledge fusion and LoRA train on
-  report tokens (``medkit.generator.ReportGenerator``), knowledge prompts from the report labels.
+  report tokens (``medkit.core.generator.model.ReportGenerator``), knowledge prompts from the report labels.
 
 The final model (student [+ generator] tensors + config.json) lands in ``OUT/model``.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
+from tqdm import tqdm
 
+from medkit.core.data import load_manifest, resolve_path
+from medkit.core.distill import bernoulli_kl
+from medkit.core.files import atomic_write
+from medkit.core.modeldir import atomic_save_safetensors
+from medkit.core.modeldir import strip_prefix
+from medkit.core.train import Dist, check_resumable, mark_done, run_loop, seed_everything, stage_done
 from medkit.ct.config import TOTALSEG_LABELS, CTConfig
-from medkit.ct.encoders3d import CTStudent, CTTeacher, FeatureProjectors3d, teacher_available
-from medkit.ct.labels import label_ct_report
-from medkit.ct.volumes import VolumeInputError, read_mask, read_volume, to_model_grid
-from medkit.distill import bernoulli_kl
-from medkit.files import atomic_write
+from medkit.ct.encoders import CTStudent, CTTeacher, FeatureProjectors3d, teacher_available
+from medkit.ct.images import VolumeInputError, read_mask, read_volume, to_model_grid
+from medkit.ct.labeler import label_ct_report
+from medkit.ct.model import MedKitCT
+from medkit.ct.segmentation import run_student
 
 logger = logging.getLogger(__name__)
+
+# Settings a resumed CT run may change: how long each stage trains (medkit.core.train.check_resumable).
+RESUMABLE_CHANGES = {"train.teacher_probe_epochs", "train.student_epochs", "train.generator_epochs"}
 
 
 @dataclass
@@ -63,8 +76,6 @@ class CTStudy:
 
 def load_ct_manifest(path: str | Path, split: str | None = "train") -> list[CTStudy]:
     """CT studies of a JSONL manifest (``split=None``: all lines)."""
-    from medkit.data import load_manifest, resolve_path
-
     path = Path(path)
     if path.suffix != ".jsonl" or not path.is_file():
         raise ValueError(f"{path}: the CT path trains from a JSONL manifest file (.jsonl)")
@@ -93,8 +104,6 @@ class CTCrops:
                 arr, ref = to_model_grid(vol.image, cfg.volume)
                 mask = None
                 if s.mask is not None:
-                    import SimpleITK as sitk
-
                     m = read_mask(s.mask, ref, s.mask_labels, cfg.encoder.organs)
                     mask = sitk.GetArrayFromImage(m).transpose(2, 1, 0)
             except VolumeInputError as e:
@@ -152,8 +161,6 @@ class CTCrops:
 @torch.no_grad()
 def teacher_targets(teacher: CTTeacher, crops: CTCrops, out: Path, main: bool) -> tuple[list[torch.Tensor], ...]:
     """Teacher features of every crop (float16), computed once and kept in ``OUT/teacher/targets.pt``."""
-    from tqdm import tqdm
-
     path = out / "teacher" / "targets.pt"
     if path.exists():
         saved = torch.load(path, map_location="cpu", weights_only=True)
@@ -182,7 +189,7 @@ class StudentTask(torch.nn.Module):
 
     def __init__(self, cfg: CTConfig, student: CTStudent, teacher_channels: tuple[int, ...] | None):
         super().__init__()
-        from monai.losses import DiceCELoss
+        from monai.losses import DiceCELoss  # MONAI imported on use: its import alone takes seconds
 
         self.cfg = cfg
         self.student = student
@@ -212,20 +219,14 @@ class StudentTask(torch.nn.Module):
 
 def train_ct(cfg: CTConfig, data: str | Path, out: str | Path, lm=None, tokenizer=None, ckpt_every: int = 50) -> Path:
     """Run (or resume) the CT stages on a JSONL manifest; returns ``OUT/model``."""
-    from safetensors.torch import load_file
-
-    from medkit.ct.report import MedKitCT
-    from medkit.model import atomic_save_safetensors
-    from medkit.train import Dist, check_resumable, mark_done, run_loop, seed_everything, stage_done
-
-    # medkit.train.run_loop (shared with the 2D path) reads cfg.train.{seed, weight_decay,
+    # medkit.core.train.run_loop (shared with the 2D path) reads cfg.train.{seed, weight_decay,
     # warmup_steps, grad_clip}, which CTTrainConfig has too.
     out = Path(out)
-    d = Dist()  # single process: CT volumes are few and large (DDP: see medkit.train for the 2D path)
+    d = Dist()  # single process: CT volumes are few and large (DDP: see medkit.cxr.train for the 2D path)
     seed_everything(cfg.train.seed)
     out.mkdir(parents=True, exist_ok=True)
     check_resumable(out, cfg, {"teacher": cfg.train.teacher_probe_epochs, "student": cfg.train.student_epochs,
-                               "generator": cfg.train.generator_epochs})
+                               "generator": cfg.train.generator_epochs}, RESUMABLE_CHANGES)
     studies = load_ct_manifest(data, "train")
     (out / "manifest.jsonl").write_text("".join(json.dumps({"id": s.id, "images": [str(s.volume.resolve())],
                                                             "report": s.report, "split": s.split}) + "\n"
@@ -310,10 +311,6 @@ def train_ct(cfg: CTConfig, data: str | Path, out: str | Path, lm=None, tokenize
 
 def train_ct_generator(cfg: CTConfig, student: CTStudent, crops: CTCrops, out: Path, d, ckpt_every: int,
                        lm=None, tokenizer=None):
-    from medkit.ct.report import MedKitCT
-    from medkit.ct.segmentation import run_student
-    from medkit.train import mark_done, run_loop
-
     student.requires_grad_(False)
     model = MedKitCT(cfg, student=student, with_generator=True, lm=lm, tokenizer=tokenizer)
     gen = model.generator
@@ -338,10 +335,6 @@ def export_student(run_dir: str | Path, model_dir: str | Path) -> Path:
     """Write a measurement-report model (no generator) from a run's student: the finished
     ``student.safetensors``, else the latest ``student/state.pt`` checkpoint of an unfinished run
     (its epoch is recorded in ``training.json``)."""
-    from safetensors.torch import load_file
-
-    from medkit.ct.report import MedKitCT
-
     run_dir = Path(run_dir)
     cfg = CTConfig.load(run_dir / "config.json")
     student = CTStudent(cfg.encoder)
@@ -354,7 +347,7 @@ def export_student(run_dir: str | Path, model_dir: str | Path) -> Path:
         if not ckpt.exists():
             raise ValueError(f"{run_dir}: no student checkpoint (student/state.pt)")
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
-        student.load_state_dict({k[8:]: v for k, v in state["model"].items() if k.startswith("student.")})
+        student.load_state_dict(strip_prefix(state["model"], "student"))
         epoch = state["epoch"]
     studies = load_ct_manifest(run_dir / "manifest.jsonl") if (run_dir / "manifest.jsonl").exists() else []
     model = MedKitCT(cfg, student=student.eval())
@@ -366,8 +359,6 @@ def export_student(run_dir: str | Path, model_dir: str | Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
     ap = argparse.ArgumentParser(description="export a CT run's student as a measurement-report model")
     ap.add_argument("--export", nargs=2, metavar=("RUN_DIR", "MODEL_DIR"), required=True)
     args = ap.parse_args(argv)

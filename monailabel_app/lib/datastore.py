@@ -10,7 +10,7 @@ so that the server and its training / scoring subprocesses do not lose each othe
 
 - :class:`ReportLocalDatastore`: a local folder of studies (PNG, JPEG, DICOM, NIfTI, NRRD).
 - :class:`ReportDICOMwebDatastore`: series of a DICOMweb server (Orthanc, dcm4chee, ...); a
-  report is also written back as a DICOM SR (:mod:`medkit.sr`) that references the series.
+  report is also written back as a DICOM SR (:mod:`medkit.core.sr`) that references the series.
 
 No report text and no DICOM patient attribute is ever logged.
 """
@@ -33,14 +33,14 @@ from monailabel.interfaces.datastore import DefaultLabelTag
 from lib.errors import bad_request, check_id, check_tag, not_found
 from lib.failpoints import failpoint
 from lib.model_store import atomic_write_text
-from medkit.files import atomic_write
+from medkit.core.files import atomic_write
 
 logger = logging.getLogger(__name__)
 
 MAX_REPORT_BYTES = 256 * 1024
 REPORT_SUFFIXES = (".json", ".txt")
 IMAGE_EXTENSIONS = ("*.png", "*.jpg", "*.jpeg", "*.dcm", "*.nii.gz", "*.nii", "*.nrrd")
-# "borderline": the infer result's findings table (medkit.consistency), accepted as sent back
+# "borderline": the infer result's findings table (medkit.cxr.consistency), accepted as sent back
 FINDING_STATUSES = {"positive", "borderline", "negative", "uncertain", "not_mentioned"}
 
 
@@ -163,7 +163,7 @@ class ReportStoreMixin:
         as in the label volume ``/infer/medkit_ct`` returns; training reads the organ values only)."""
         from lib.transforms import is_ct_study
         from medkit.ct.config import SEGMENT_LABELS
-        from medkit.ct.volumes import VolumeInputError, check_label_map, volume_size
+        from medkit.ct.images import VolumeInputError, check_label_map, volume_size
 
         uri = self.get_image_uri(image_id)
         try:
@@ -226,7 +226,7 @@ class ReportLocalDatastore(ReportStoreMixin, LocalDatastore):
         super().__init__(path, extensions=list(extensions), auto_reload=auto_reload, read_only=read_only)
 
     def add_image(self, image_id: str, image_filename: str, image_info: Dict[str, Any]) -> str:
-        from medkit.images import load_cxr
+        from medkit.cxr.images import load_cxr
 
         name = Path(image_filename).name.lower()
         if image_id:
@@ -238,7 +238,7 @@ class ReportLocalDatastore(ReportStoreMixin, LocalDatastore):
             if name.endswith((".nii.gz", ".nii", ".nrrd")):
                 import SimpleITK as sitk
 
-                from medkit.ct.volumes import check_volume_file
+                from medkit.ct.images import check_volume_file
 
                 check_volume_file(image_filename)  # sizes, attached data, spacing: before ITK reads it
                 r = sitk.ImageFileReader()
@@ -336,7 +336,7 @@ class ReportDICOMwebDatastore(ReportStoreMixin, DICOMWebDatastore):
         from fastapi import HTTPException
 
         from lib.transforms import study_files
-        from medkit.sr import SRInputError, build_report_sr
+        from medkit.core.sr import SRInputError, build_report_sr
 
         try:
             sr = build_report_sr(result, study_files(self.get_image_uri(image_id)), final=final)

@@ -17,7 +17,7 @@ import shutil
 import time
 from pathlib import Path
 
-from medkit.files import atomic_write
+from medkit.core.files import atomic_write
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -62,7 +62,7 @@ class ModelStore:
         if self.current_dir() is not None:
             return self.current_dir()
         if self.default_dir is None:
-            from medkit.model import default_model_dir
+            from medkit.cxr.model import default_model_dir
 
             return default_model_dir()
         return self.default_dir()

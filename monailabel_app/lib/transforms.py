@@ -2,7 +2,7 @@
 
 A datastore image is a PNG / JPEG / DICOM file (local folder) or a folder holding one DICOM
 series (DICOMweb datastore: one file per view for CR / DX). ``LoadCXRd`` turns it into the
-views of one study, as (H, W) float32 arrays in 0..1 via :func:`medkit.images.load_cxr`.
+views of one study, as (H, W) float32 arrays in 0..1 via :func:`medkit.cxr.images.load_cxr`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from pathlib import Path
 
 from monai.transforms import MapTransform
 
-from medkit.images import ImageInputError, load_cxr, order_views, read_dicom_header
+from medkit.core.dicom import read_dicom_header
+from medkit.core.files import VOLUME_SUFFIXES
+from medkit.cxr.images import ImageInputError, load_cxr, order_views
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +24,7 @@ RADIOGRAPH_MODALITIES = {"CR", "DX", "DR", "RG", "OT", ""}
 def dicom_header(path: Path):
     """The header of a DICOM file, None for any other file; a DICOM bomb raises ImageInputError."""
     try:
-        return read_dicom_header(path)
+        return read_dicom_header(path, ImageInputError)
     except ImageInputError:
         raise
     except Exception:  # not DICOM: the caller treats the file as a raster image
@@ -56,7 +58,6 @@ def radiograph_views(uri: str | Path, max_views: int) -> tuple[list[Path], list[
     return [files[i] for i in order], [views[i] for i in order]
 
 
-VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 
 def is_ct_study(uri: str | Path) -> bool:

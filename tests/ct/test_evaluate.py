@@ -13,7 +13,7 @@ import pytest
 import SimpleITK as sitk
 
 from medkit.ct.evaluate import _dice
-from medkit.ct.report import default_ct_model_dir
+from medkit.ct.model import default_ct_model_dir
 from tests.ct.samples import CT, ROOT
 
 pytestmark = pytest.mark.skipif(not (default_ct_model_dir() / "config.json").exists(),

@@ -6,10 +6,10 @@ import pytest
 import SimpleITK as sitk
 
 from medkit.ct.config import ORGANS, TOTALSEG_LABELS
-from medkit.ct.labels import label_ct_report
+from medkit.ct.labeler import label_ct_report
 from medkit.ct.measurements import (HEPATOMEGALY_ML, SPLENOMEGALY_ML, STEATOSIS_HU, OrganMeasurement,
                                     contrast_phase, findings_from_measurements, measure_organs)
-from medkit.ct.volumes import read_mask, read_volume
+from medkit.ct.images import read_mask, read_volume
 from tests.ct.samples import NIFTI, NIFTI_SEG
 
 

@@ -19,7 +19,7 @@ import SimpleITK as sitk
 from medkit.ct.config import DEFAULT_RANGES, SEGMENT_LABELS, PlausibilityConfig
 from medkit.ct.measurements import OrganMeasurement, findings_from_measurements
 from medkit.ct.plausibility import check_organs, organ_geometry, organ_reasons
-from medkit.ct.report import MedKitCT, default_ct_model_dir
+from medkit.ct.model import MedKitCT, default_ct_model_dir
 from tests.ct.samples import DCMQI, DICOM, NIFTI, NIFTI_SEG
 
 CFG = PlausibilityConfig()
@@ -230,11 +230,12 @@ def test_segment_labels_in_result(results):
 
 
 def test_sr_does_not_code_a_not_assessable_finding_as_absent(tmp_path):
-    from medkit.sr import read_report_sr, write_report_sr
+    from medkit.core.sr import read_report_sr, write_report_sr
     from tests.conftest import RSNA_DCM  # any DICOM source to reference; the coding is what is tested
 
     result = {"report": "Liver: could not be measured reliably.",
               "findings": [{"name": "Hepatomegaly", "status": "not assessable", "value": None},
                            {"name": "Splenomegaly", "status": "negative", "value": 200.0}]}
     back = read_report_sr(write_report_sr(result, [RSNA_DCM], tmp_path / "sr.dcm"))
-    assert [(f["name"], f["status"]) for f in back["findings"]] == [("Splenomegaly", "negative")]
+    assert [(f["name"], f["status"]) for f in back["findings"]] == [("Hepatomegaly", "undetermined"),
+                                                                    ("Splenomegaly", "negative")]

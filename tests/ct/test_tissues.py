@@ -9,9 +9,9 @@ import pytest
 import SimpleITK as sitk
 
 from medkit.ct.config import ORGANS, SEGMENT_LABELS, TISSUES, TissueConfig, VolumeConfig
-from medkit.ct.report import add_tissue_labels
+from medkit.ct.model import add_tissue_labels
 from medkit.ct.tissues import segment_tissues
-from medkit.ct.volumes import read_volume, to_model_grid
+from medkit.ct.images import read_volume, to_model_grid
 from tests.ct.samples import DICOM, DICOM_SEG, NIFTI, NIFTI_SEG
 
 TS_LUNG = (10, 11, 12, 13, 14)  # TotalSegmentator v2 lung lobes

@@ -9,8 +9,8 @@ import json
 import pytest
 
 from medkit.ct.config import CTConfig
-from medkit.ct.encoders3d import teacher_available
-from medkit.ct.report import MedKitCT
+from medkit.ct.encoders import teacher_available
+from medkit.ct.model import MedKitCT
 from medkit.ct.train import load_ct_manifest, train_ct
 from tests.ct.samples import DICOM, DICOM_SEG, NIFTI, NIFTI_SEG
 

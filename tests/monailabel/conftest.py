@@ -97,7 +97,7 @@ def ct_model_dir() -> Path | None:
     """The CT model shipped in medkit/weights/ct; None (CT tests skip loudly) without the CT path
     or its weights: training a CT model inside the test run takes minutes on two CPU cores."""
     try:
-        from medkit.ct.report import default_ct_model_dir
+        from medkit.ct.model import default_ct_model_dir
     except ModuleNotFoundError:
         return None
     return default_ct_model_dir() if (default_ct_model_dir() / "config.json").exists() else None

@@ -27,7 +27,7 @@ def entropy(probs: list[float]) -> float:
 
 @pytest.fixture(scope="module")
 def default_server(tmp_path_factory, request):
-    from medkit.model import default_model_dir
+    from medkit.cxr.model import default_model_dir
 
     if not (default_model_dir() / "config.json").exists():
         pytest.skip("SKIPPED LOUDLY: no shipped chest X-ray model in this install; default-model ranking untested")

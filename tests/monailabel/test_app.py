@@ -13,7 +13,7 @@ import time
 import pytest
 import requests
 
-from medkit.labeler import OBSERVATIONS
+from medkit.cxr.labeler import OBSERVATIONS
 from tests.conftest import NIH_PNG_2
 from tests.monailabel.conftest import CT_VOLUME
 
@@ -54,7 +54,7 @@ def test_infer_json(local_server, image):
 
 
 def test_infer_aligns_the_report_with_the_findings_unless_asked_not_to(local_server, tiny_model_dir):
-    from medkit.consistency import align_report
+    from medkit.cxr.consistency import align_report
 
     url = f"/infer/medkit_cxr?image={PNG_ID}&output=json"
     raw = post(local_server, url, data={"params": json.dumps({"state_findings": False})})
@@ -63,7 +63,7 @@ def test_infer_aligns_the_report_with_the_findings_unless_asked_not_to(local_ser
     raw, stated = raw.json(), stated.json()
     assert raw["stated_findings"] == raw["hedged_findings"] == raw["withdrawn_findings"] == []
     assert stated["findings"] == raw["findings"]
-    from medkit.model import read_config  # the server serves tiny_model_dir
+    from medkit.cxr.model import read_config  # the server serves tiny_model_dir
 
     report, edits = align_report(raw["report"], {f["name"]: f["status"] for f in raw["findings"]},
                                  read_config(tiny_model_dir).generator.borderline)

@@ -12,7 +12,7 @@ import pydicom
 import pytest
 import requests
 
-from medkit.sr import read_report_sr
+from medkit.core.sr import read_report_sr
 from tests.conftest import RSNA_DCM
 from tests.monailabel.conftest import CT_SERIES, Server, copy_app
 

@@ -21,7 +21,7 @@ def test_readme_documents_auth_tls_and_limits():
     text = (APP / "README.md").read_text()
     import sys
 
-    from medkit.limits import InputLimits
+    from medkit.core.limits import InputLimits
 
     sys.path.insert(0, str(APP))  # the app's own `lib` package, as MONAI Label loads it
     from lib.security import OPTIONAL_ENDPOINTS

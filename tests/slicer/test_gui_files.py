@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import re
+import sys
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -130,3 +131,34 @@ def test_widget_calls_only_existing_logic_methods_and_helpers():
     import builtins
 
     assert called <= module_names | set(dir(builtins)), sorted(called - module_names - set(dir(builtins)))
+
+
+def test_cmake_copies_what_the_sr_writer_imports():
+    """The module imports medkit's SR writer (MedKitSlicer.medkitSR); the extension build copies
+    medkit/core/sr.py and every medkit module it imports, and none of them needs more than the standard
+    library and pydicom (Slicer's Python has both, not torch)."""
+    listed = set(re.search(r"set\(MEDKIT_SR_FILES\s+(.*?)\)", (MODULE_DIR / "CMakeLists.txt").read_text(),
+                           re.S).group(1).split())
+    need, todo, third_party = {"medkit/__init__.py"}, ["medkit/core/sr.py"], set()
+    while todo:
+        f = todo.pop()
+        if f in need or not (ROOT / f).is_file():
+            continue
+        need.add(f)
+        parts = f.split("/")
+        need |= {"/".join(parts[:i]) + "/__init__.py" for i in range(1, len(parts))}
+        for node in ast.walk(ast.parse((ROOT / f).read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [f"{node.module}.{a.name}" for a in node.names] if isinstance(node, ast.ImportFrom) else []
+            for name in names:
+                top = name.split(".")[0]
+                if top == "medkit":
+                    p = name.split(".")
+                    while p and not (ROOT.joinpath(*p).with_suffix(".py").is_file()):
+                        p.pop()
+                    if p:
+                        todo.append("/".join(p) + ".py")
+                elif top not in sys.stdlib_module_names and top != "__future__":
+                    third_party.add(top)
+    assert listed == need
+    assert third_party <= {"pydicom"}

@@ -102,7 +102,7 @@ def test_cxr_generate_edit_submit_read_back(logic, module, slicer_server, tmp_pa
     texts = [i.TextValue for c in sr.ContentSequence if c.ValueType == "CONTAINER"
              for i in c.ContentSequence if i.ValueType == "TEXT"]
     assert edited in texts
-    assert ds.PertinentOtherEvidenceSequence[0].StudyInstanceUID == source.StudyInstanceUID
+    assert ds.CurrentRequestedProcedureEvidenceSequence[0].StudyInstanceUID == source.StudyInstanceUID
 
 
 def test_ct_generate_segmentation_on_volume_geometry(logic, module, slicer_server, tmp_path):
@@ -332,9 +332,10 @@ def test_ct_rows_mark_organs_that_failed_the_plausibility_checks(module):
 
 
 def test_borderline_findings_go_back_as_uncertain_and_undetermined(module):
-    """The findings table's borderline decision (medkit.consistency): the report label the server
+    """The findings table's borderline decision (medkit.cxr.consistency): the report label the server
     accepts calls it uncertain, the module's SR codes it Undetermined."""
     found = {"name": "Pleural Effusion", "status": "borderline", "probability": 0.3}
     assert module.reportFinding(found) == {"name": "Pleural Effusion", "status": "uncertain", "probability": 0.3}
     assert module.reportFinding({**found, "status": "positive"})["status"] == "positive"
-    assert module.STATUS_CODES["borderline"] == module.UNDETERMINED != module.STATUS_CODES["negative"]
+    sr = module.medkitSR()
+    assert sr.status_code("borderline") == sr.UNDETERMINED != sr.status_code("negative")

@@ -29,7 +29,7 @@ class MedkitCt(TaskConfig):
     def init(self, name: str, model_dir: str, conf: Dict[str, str], planner: Any, **kwargs):
         super().init(name, model_dir, conf, planner, **kwargs)
         from medkit.ct.config import CTEncoderConfig, segment_labels
-        from medkit.ct.report import default_ct_model_dir
+        from medkit.ct.model import default_ct_model_dir
 
         # organs 1..8 (what the student segments and the trainer learns), then the threshold
         # segments (lungs, bone, body) that the infer task's label volume also holds

@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 class MedkitCxr(TaskConfig):
     def init(self, name: str, model_dir: str, conf: Dict[str, str], planner: Any, **kwargs):
         super().init(name, model_dir, conf, planner, **kwargs)
-        from medkit.labeler import OBSERVATIONS
+        from medkit.cxr.labeler import OBSERVATIONS
 
         self.labels = {n: i for i, n in enumerate(OBSERVATIONS)}
         base = conf.get("model_path", "") or None

@@ -40,7 +40,7 @@ def bool_param(data: Dict[str, Any], key: str) -> bool | None:
 class MedKitInferTask(BasicInferTask):
     """A :class:`BasicInferTask` serving the model of a :class:`lib.model_store.ModelStore`.
 
-    Subclasses set ``model_class`` (``medkit.model.MedKitCXR`` or ``medkit.ct.report.MedKitCT``,
+    Subclasses set ``model_class`` (``medkit.cxr.model.MedKitCXR`` or ``medkit.ct.model.MedKitCT``,
     imported lazily: torch and transformers load on the first request, not at start-up).
     """
 

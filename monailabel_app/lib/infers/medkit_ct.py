@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 
 def _model_class():
-    from medkit.ct.report import MedKitCT
+    from medkit.ct.model import MedKitCT
 
     return MedKitCT
 

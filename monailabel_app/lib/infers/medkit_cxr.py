@@ -2,7 +2,7 @@
 
 MONAI Label's :class:`BasicInferTask` pipeline with MedKit in place of a segmentation
 network: pre-transforms load the views of the study (:class:`lib.transforms.LoadCXRd`), the
-inferer runs :meth:`medkit.model.MedKitCXR.report_from_arrays`, and the writer returns the
+inferer runs :meth:`medkit.cxr.model.MedKitCXR.report_from_arrays`, and the writer returns the
 result JSON (``report``, ``findings``, ``stated_findings``, ``hedged_findings``, ``withdrawn_findings``,
 ``knowledge``, ``modality``, ``model``) with no label
 image (the chest X-ray model makes no segmentation). The model is loaded once per device
@@ -10,7 +10,7 @@ and reloaded when training promotes a new version (:class:`lib.infers.base.MedKi
 
 Request params (``params`` form field, JSON): ``num_beams`` (1-8), ``max_new_tokens`` (1-512),
 ``state_findings`` (true/false; default the model's ``generator.state_findings``: the report agrees
-with the findings table, :func:`medkit.consistency.align_report`: it states the positive findings,
+with the findings table, :func:`medkit.cxr.consistency.align_report`: it states the positive findings,
 hedges or leaves out the borderline ones and withdraws what the table calls negative).
 """
 
@@ -23,13 +23,13 @@ from monailabel.interfaces.tasks.infer_v2 import InferType
 
 from lib.infers.base import MedKitInferTask, bool_param, decode_params
 from lib.transforms import LoadCXRd
-from medkit.labeler import OBSERVATIONS
+from medkit.cxr.labeler import OBSERVATIONS
 
 logger = logging.getLogger(__name__)
 
 
 def _model_class():
-    from medkit.model import MedKitCXR
+    from medkit.cxr.model import MedKitCXR
 
     return MedKitCXR
 

@@ -44,7 +44,7 @@ class EntropyScorer:
     def _model(self):
         """The served model's student (the promoted version, the base model, or medkit's shipped
         default): the same encoder, weights and findings head that answer infer requests."""
-        from medkit.model import load_student, read_config
+        from medkit.cxr.model import load_student, read_config
 
         version = self.store.version_key()
         if self._student is None or self._student[0] != version:
@@ -56,8 +56,8 @@ class EntropyScorer:
     def entropy(self, uri) -> float:
         import torch
 
-        from medkit.images import load_cxr
-        from medkit.model import stack_views
+        from medkit.cxr.images import load_cxr
+        from medkit.cxr.model import stack_views
 
         student, enc_cfg = self._model()
         files, _ = radiograph_views(uri, enc_cfg.max_views)
@@ -68,7 +68,7 @@ class EntropyScorer:
 
     def scores(self, datastore, image_ids) -> dict[str, float | None]:
         """Entropy per image (None where the image cannot be read), computing missing ones."""
-        from medkit.images import ImageInputError
+        from medkit.cxr.images import ImageInputError
 
         with self._lock:
             version = self.store.version_key()

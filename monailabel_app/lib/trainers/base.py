@@ -11,7 +11,7 @@ Several processes: MONAI Label's ``multi_gpu`` option (default on, as in its Bas
 ``gpus`` option picks the devices) trains on every visible GPU with DistributedDataParallel over
 NCCL, one process per GPU. ``processes: N`` asks for N explicitly; without a GPU that is N CPU
 processes over gloo (how the tests exercise this path). Each rank trains on its share of every
-epoch (``medkit.train.run_loop``); rank 0 alone writes the stats, saves and promotes.
+epoch (``medkit.core.train.run_loop``); rank 0 alone writes the stats, saves and promotes.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ class ReportTrainTask(TrainTask):
     def __call__(self, request, datastore):
         import torch
 
-        from medkit.train import Dist
+        from medkit.core.train import Dist
 
         opts = self.options(request)
         device = "cuda" if torch.cuda.is_available() and not str(request.get("device", "")).startswith("cpu") else "cpu"
@@ -171,7 +171,7 @@ class ReportTrainTask(TrainTask):
         import math
 
         from lib.failpoints import failpoint
-        from medkit.train import run_loop
+        from medkit.core.train import run_loop
 
         name = self.log_name
         before = val_loss()
@@ -222,8 +222,8 @@ def _rank_main(rank: int, world: int, port: int, device: str, task: ReportTrainT
     import torch
     import torch.distributed as dist
 
-    from medkit.files import atomic_write
-    from medkit.train import Dist
+    from medkit.core.files import atomic_write
+    from medkit.core.train import Dist
 
     # a spawned process starts without the server's logging: rank 0's lines are the task log
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, stream=sys.stdout, force=True,

@@ -6,11 +6,11 @@
    with a ``.nii.gz`` label map in MedKit's organ values 1..8, the values of the label volume
    ``/infer/medkit_ct`` returns: correct that volume and submit it; its threshold segments, values
    9..11, are not learned and read as background). The report trains the
-   student's label head (labels from :func:`medkit.ct.labels.label_ct_report`); the mask trains
+   student's label head (labels from :func:`medkit.ct.labeler.label_ct_report`); the mask trains
    its segmentation (Dice + cross-entropy). A study without a mask says so in the task log.
 2. The current CT model (the last promoted version, else the base model) is loaded; its
    student trains on seeded crops through ``medkit.ct.train.StudentTask`` and
-   ``medkit.train.run_loop`` (no teacher: site data are few, the teacher is large).
+   ``medkit.core.train.run_loop`` (no teacher: site data are few, the teacher is large).
 3. The student loss on the held-out crops is measured before and after: the new weights are
    saved as a new version and promoted only if it is not worse (``after <= before + promote_tolerance``).
 
@@ -54,7 +54,7 @@ class MedkitCt(ReportTrainTask):
     @staticmethod
     def check_learnable(studies) -> tuple[int, int]:
         """(studies with a mask, reports naming a finding); ValueError when both are 0."""
-        from medkit.ct.labels import label_ct_report
+        from medkit.ct.labeler import label_ct_report
 
         n_mask = sum(s.mask is not None for s in studies)
         n_pos = sum(any(v > 0 for v in label_ct_report(s.report).values()) for s in studies)
@@ -82,7 +82,7 @@ class MedkitCt(ReportTrainTask):
         return sorted(out, key=lambda s: s.id)
 
     def prepare(self, datastore, opts: dict) -> dict:
-        from medkit.ct.report import read_ct_config
+        from medkit.ct.model import read_ct_config
 
         studies = self.studies(datastore, read_ct_config(self.store.resolved_dir()).encoder.organs)
         if len(studies) < opts["min_studies"]:
@@ -97,9 +97,9 @@ class MedkitCt(ReportTrainTask):
     def fine_tune(self, data: dict, opts: dict, d, stats: dict, version_dir) -> dict:
         import torch
 
-        from medkit.ct.report import MedKitCT
+        from medkit.ct.model import MedKitCT
         from medkit.ct.train import CTCrops, StudentTask
-        from medkit.train import seed_everything
+        from medkit.core.train import seed_everything
 
         model = MedKitCT.load(self.store.resolved_dir(), optimize=False)
         cfg = model.cfg

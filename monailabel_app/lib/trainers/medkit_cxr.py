@@ -4,7 +4,7 @@
    into train and a held-out validation part (``val_split``; at least one study each).
 2. The current model (the last promoted version, else the base model) is loaded trainable;
    its frozen student encodes the views once and the generator (projector, knowledge fusion,
-   LoRA) trains with cross-entropy on the report tokens, through ``medkit.train.run_loop``.
+   LoRA) trains with cross-entropy on the report tokens, through ``medkit.core.train.run_loop``.
    The knowledge prompt comes from the labeler's labels of each report, as in ``medkit train``.
 3. The generator's validation loss is measured before and after. The new weights are saved as
    a new version and promoted only if the loss is not worse (``after <= before + promote_tolerance``).
@@ -38,8 +38,8 @@ class MedkitCxr(ReportTrainTask):
         return sum(not is_ct_study(image) for _, image, _ in self.reported(datastore))
 
     def studies(self, datastore, max_views: int):
-        from medkit.data import Study
-        from medkit.images import ImageInputError
+        from medkit.core.data import Study
+        from medkit.cxr.images import ImageInputError
 
         out = []
         for image_id, image, report in self.reported(datastore):
@@ -54,7 +54,7 @@ class MedkitCxr(ReportTrainTask):
         return sorted(out, key=lambda s: s.id)
 
     def prepare(self, datastore, opts: dict) -> dict:
-        from medkit.model import read_config
+        from medkit.cxr.model import read_config
 
         max_views = read_config(self.store.current_dir()).encoder.max_views
         studies = self.studies(datastore, max_views)
@@ -68,8 +68,8 @@ class MedkitCxr(ReportTrainTask):
     def fine_tune(self, data: dict, opts: dict, d, stats: dict, version_dir) -> dict:
         import torch
 
-        from medkit.model import MedKitCXR
-        from medkit.train import StudyTensors, encode_studies
+        from medkit.cxr.model import MedKitCXR
+        from medkit.cxr.data import StudyTensors, encode_studies
 
         model = MedKitCXR.load(self.store.current_dir(), lm_path=self.lm_path, optimize=False)
         cfg = model.cfg

@@ -1,0 +1,2 @@
+"""The report generator shared by both modalities: language-model loading, knowledge fusion, decoding,
+speculative drafts and the ONNX Runtime decoder."""
