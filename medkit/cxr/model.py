@@ -86,13 +86,31 @@ class MedKitCXR(torch.nn.Module):
     """Student encoder + generator with the knowledge graph; one object per loaded model."""
 
     def __init__(self, cfg: MedKitConfig, student: CXREncoder | None = None, generator: ReportGenerator | None = None,
-                 kg: KnowledgeGraph | None = None, lm=None, tokenizer=None):
+                 kg: KnowledgeGraph | None = None, lm=None, tokenizer=None, generator_state: dict | None = None):
+        """``generator_state`` (the trained generator tensors, for inference) defers building the
+        generator, and loading its language model, to its first use: a model whose reports start
+        from the site template (:meth:`uses_template`) never needs it to report."""
         super().__init__()
         self.cfg = cfg
         self.student = student or CXREncoder(cfg.encoder, cfg.encoder.report_encoder)
-        n_tokens = cfg.encoder.max_views * cfg.encoder.tokens_grid**2
-        self.generator = generator or ReportGenerator(cfg.generator, self.student.out_channels, n_tokens, lm, tokenizer)
+        self._deferred_generator = generator_state
+        if generator_state is None:
+            self.generator = generator or self._new_generator(lm, tokenizer)
         self.kg = kg or KnowledgeGraph.load()
+
+    def _new_generator(self, lm=None, tokenizer=None) -> ReportGenerator:
+        n_tokens = self.cfg.encoder.max_views * self.cfg.encoder.tokens_grid**2
+        return ReportGenerator(self.cfg.generator, self.student.out_channels, n_tokens, lm, tokenizer)
+
+    @property
+    def generator(self) -> ReportGenerator:
+        """The report generator (built, and its trained state loaded, on first use when deferred)."""
+        if "generator" not in self._modules:
+            generator = self._new_generator()
+            generator.load_trained(self._deferred_generator, True)
+            self._deferred_generator = None
+            self.generator = generator.train(self.training)  # nn.Module.__setattr__ registers it
+        return self._modules["generator"]
 
     # ---- persistence ---------------------------------------------------------------------
     def save(self, model_dir: str | Path) -> None:
@@ -114,8 +132,11 @@ class MedKitCXR(torch.nn.Module):
             return cls(cfg).eval()
         if lm_path:
             cfg.generator.lm_path = lm_path
-        model = cls(cfg, student=CXREncoder(cfg.encoder, cfg.encoder.report_encoder, pretrained=False))
-        model.student.load_state_dict(model_dir.part("student"))
+        student = CXREncoder(cfg.encoder, cfg.encoder.report_encoder, pretrained=False)
+        student.load_state_dict(model_dir.part("student"))
+        if optimize:  # inference: the generator is built when first needed (template reports never need it)
+            return cls(cfg, student=student, generator_state=model_dir.part("generator")).eval()
+        model = cls(cfg, student=student)
         model.generator.load_trained(model_dir.part("generator"), optimize)
         return model.eval()
 

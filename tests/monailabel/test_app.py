@@ -111,6 +111,7 @@ def test_infer_ct_volume(local_server, ct_model_dir):
     ("/infer/medkit_cxr?image=" + PNG_ID, {"data": {"params": '{"num_beams": 99}'}}, 400, "num_beams"),
     ("/infer/medkit_cxr?image=" + PNG_ID, {"data": {"params": '{"max_new_tokens": "x"}'}}, 400, "max_new_tokens"),
     ("/infer/medkit_cxr?image=" + PNG_ID, {"data": {"params": '{"state_findings": "maybe"}'}}, 400, "state_findings"),
+    ("/infer/medkit_cxr?image=" + PNG_ID, {"data": {"params": '{"report_base": "retrieval"}'}}, 400, "report_base"),
     ("/infer/medkit_cxr", {"files": {"file": ("x.png", b"hello")}}, 400, "not a readable image"),
     ("/infer/medkit_cxr", {"files": {"file": ("v.nii.gz", b"\x1f\x8b00")}}, 400, "3D volume"),
     ("/activelearning/nope", {}, 404, "unknown strategy 'nope'"),
@@ -214,6 +215,13 @@ def test_train_fine_tunes_validates_and_promotes(local_server, tiny_model_dir):
     changed = [k for k in old if k.startswith("generator.") and not k.endswith(("report_vocab", "draft_table"))
                and not (old[k] == new[k]).all()]
     assert changed, "training did not change the generator's weights"
+    from medkit.cxr.consistency import fit_template
+    from medkit.cxr.model import read_config
+
+    base = read_config(tiny_model_dir).generator
+    version = read_config(local_server.app / "model" / "medkit_cxr" / "versions" / stats["version"]).generator
+    site = fit_template([REPORT] * 3, base.draft_min_reports)  # the site's reports refit the template when they can
+    assert version.template == (site or base.template)
     r = post(local_server, f"/infer/medkit_cxr?image={PNG_ID}&output=json")
     assert r.status_code == 200 and r.json()["model"] == stats["version"]  # the server serves the new version
 

@@ -7,7 +7,10 @@
    LoRA) trains with cross-entropy on the report tokens, through ``medkit.core.train.run_loop``.
    The knowledge prompt comes from the labeler's labels of each report, as in ``medkit train``.
 3. The generator's validation loss is measured before and after. The new weights are saved as
-   a new version and promoted only if the loss is not worse (``after <= before + promote_tolerance``).
+   a new version and promoted only if the loss is not worse (``after <= before + promote_tolerance``);
+   a promoted version also refits the site template (``generator.template``, the normal report
+   reports start from) on the site's reports once at least ``generator.draft_min_reports`` of them
+   share its sentences.
 
 Progress (epoch, loss, validation loss, decision) goes to the task log shown by ``GET /train``
 and to ``train_stats.json``, shown as ``train_stats`` in ``GET /info``. Report text is never logged.
@@ -68,8 +71,9 @@ class MedkitCxr(ReportTrainTask):
     def fine_tune(self, data: dict, opts: dict, d, stats: dict, version_dir) -> dict:
         import torch
 
-        from medkit.cxr.model import MedKitCXR
+        from medkit.cxr.consistency import fit_template
         from medkit.cxr.data import StudyTensors, encode_studies
+        from medkit.cxr.model import MedKitCXR
 
         model = MedKitCXR.load(self.store.current_dir(), lm_path=self.lm_path, optimize=False)
         cfg = model.cfg
@@ -115,7 +119,11 @@ class MedkitCxr(ReportTrainTask):
         if not d.main:
             return result
         if promoted:
-            gen.learn_report_text([s.report for s in train.studies + val.studies], keep_old=True)
+            site_reports = [s.report for s in train.studies + val.studies]
+            gen.learn_report_text(site_reports, keep_old=True)
+            template = fit_template(site_reports, cfg.generator.draft_min_reports)
+            if template:  # once enough of the site's reports share sentences, reports start from its own normal report
+                cfg.generator.template = template
             model.cpu().save(version_dir)
             self.store.promote(version_dir)
             result["version"] = version_dir.name
