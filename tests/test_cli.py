@@ -52,7 +52,7 @@ def test_generate_default_model_json(images):
 
 
 @pytest.mark.parametrize("image", [NIH_PNG, NIH_PNG_2], ids=["nih1", "nih2"])
-def test_generate_no_state_findings_gives_the_generator_text_alone(image):
+def test_generate_no_state_findings_gives_the_base_text_alone(image):
     r = medkit("generate", str(image), "--json", "--no-state-findings")
     assert r.returncode == 0, r.stderr[-2000:]
     raw = json.loads(r.stdout)

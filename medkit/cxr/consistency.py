@@ -36,7 +36,8 @@ statement_phrases.py`` counts them on a data folder. A test holds each sentence 
 finding for the labeler.
 
 The step is on by default (``generator.state_findings``); ``--no-state-findings`` on ``medkit
-generate`` / ``medkit evaluate`` gives the generator's text alone.
+generate`` / ``medkit evaluate`` gives the base text alone: the site template (``fit_template``,
+the default ``generator.report_base``) or the generator's text.
 """
 
 from __future__ import annotations
