@@ -117,7 +117,7 @@ def test_infer_ct_volume(local_server, ct_model_dir):
     ("/activelearning/nope", {}, 404, "unknown strategy 'nope'"),
     ("/train/nope", {"json": {}}, 404, "unknown model 'nope'"),
 ], ids=["model", "image", "traversal", "server-path", "params-json", "num-beams", "max-new-tokens",
-        "state-findings", "non-image-upload", "volume-to-cxr", "strategy", "train-model"])
+        "state-findings", "report-base", "non-image-upload", "volume-to-cxr", "strategy", "train-model"])
 def test_bad_requests_are_4xx_and_server_keeps_serving(local_server, path, kwargs, status, needle):
     r = post(local_server, path, **kwargs)
     assert r.status_code == status, r.text
