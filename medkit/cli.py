@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medkit.core.config import REPORT_BASES
 from medkit.core.files import is_volume_path
 
 logger = logging.getLogger("medkit")
@@ -76,7 +77,7 @@ def _add_generate(sub) -> None:
     p.add_argument("--max-new-tokens", type=int)
     p.add_argument("--no-state-findings", action="store_true",
                    help="chest X-ray: the base text alone, not made to agree with the findings table")
-    p.add_argument("--report-base", choices=("template", "generator"),
+    p.add_argument("--report-base", choices=REPORT_BASES,
                    help="chest X-ray: start from the site's normal report or from the language model's text "
                         "(default: the model's generator.report_base)")
     p.add_argument("--sr", metavar="FILE", help="also write a DICOM Structured Report referencing the DICOM inputs "
@@ -99,7 +100,7 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--num-beams", type=int)
     p.add_argument("--no-state-findings", action="store_true",
                    help="chest X-ray: the base text alone, not made to agree with the findings table")
-    p.add_argument("--report-base", choices=("template", "generator"),
+    p.add_argument("--report-base", choices=REPORT_BASES,
                    help="chest X-ray: start from the site's normal report or from the language model's text "
                         "(default: the model's generator.report_base)")
 

@@ -26,6 +26,15 @@ class DistillConfig:
     uncertain_as: float = 1.0  # labeler "uncertain" target (U-Ones, Irvin et al. 2019)
 
 
+REPORT_BASES = ("template", "generator")  # generator.report_base values (below)
+
+
+def check_report_base(value: str) -> str:
+    if value not in REPORT_BASES:
+        raise ValueError(f"report_base must be 'template' or 'generator', got {value!r}")
+    return value
+
+
 @dataclass
 class GeneratorConfig:
     """Report generator: projector + knowledge fusion + causal LM (LoRA)."""
@@ -91,8 +100,7 @@ class GeneratorConfig:
     template: tuple[str, ...] = ()  # the normal report's sentences, each shared by >= draft_min_reports reports
 
     def __post_init__(self) -> None:
-        if self.report_base not in ("template", "generator"):
-            raise ValueError(f"report_base must be 'template' or 'generator', got {self.report_base!r}")
+        check_report_base(self.report_base)
         if self.runtime not in ("auto", "torch", "onnx"):
             raise ValueError(f"runtime must be 'auto', 'torch' or 'onnx', got {self.runtime!r}")
         if self.draft_tokens < 0 or self.draft_min_reports < 1 or not 0.0 < self.draft_min_share <= 1.0:

@@ -235,12 +235,11 @@ def fit_template(reports: Sequence[str], min_reports: int = 5) -> tuple[str, ...
         shared.update(keys)
     usable = {k for k, c in shared.items() if c >= min_reports and "xxxx" not in k}
 
-    def made_of_usable(text: str) -> bool:
-        return all(f"{part.strip()} ." in usable for part in text[:-1].split(" . ") if part.strip())
+    def keys(normalised: str) -> list[str]:  # "s1 . s2 ." -> ["s1 .", "s2 ."], the keys above
+        return [f"{part.strip()} ." for part in normalised[:-1].split(" . ") if part.strip()]
 
     try:
-        best, _ = consensus_report(reports, eligible=made_of_usable)
+        best, _ = consensus_report(reports, eligible=lambda text: all(k in usable for k in keys(text)))
     except ValueError:
         return ()
-    keys = [f"{part.strip()} ." for part in best[:-1].split(" . ") if part.strip()]
-    return tuple(forms[k].most_common(1)[0][0] for k in keys)
+    return tuple(forms[k].most_common(1)[0][0] for k in keys(best))

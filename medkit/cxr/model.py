@@ -20,6 +20,7 @@ from medkit.core.generator.model import ReportGenerator
 from medkit.core.knowledge import KnowledgeGraph, Triple
 from medkit.core.modeldir import ModelDir
 from medkit.cxr import consistency
+from medkit.core.config import check_report_base
 from medkit.cxr.config import MedKitConfig
 from medkit.cxr.encoders import CXREncoder
 from medkit.cxr.images import load_cxr, order_views, to_model_input
@@ -175,8 +176,8 @@ class MedKitCXR(torch.nn.Module):
         (:func:`medkit.cxr.consistency.align_report`): ``stated_findings`` lists the positive findings
         it had to state, ``hedged_findings`` the borderline ones it hedged, ``withdrawn_findings``
         those the table calls negative whose sentences it withdrew."""
-        if report_base not in (None, "template", "generator"):
-            raise ValueError(f"report_base must be 'template' or 'generator', got {report_base!r}")
+        if report_base is not None:
+            check_report_base(report_base)
         tokens, mask, prompt, findings, triples = self.generator_inputs(arrays)
         if self.uses_template(report_base):
             report = " ".join(self.cfg.generator.template)

@@ -61,11 +61,8 @@ class MedkitCxr(MedKitInferTask):
         decode = decode_params(data)
         state_findings = bool_param(data, "state_findings")
         model = self._get_network(device, data)
-        report_base = data.get("report_base")  # "template" | "generator"; None: the model's default
-        if report_base is not None and report_base not in ("template", "generator"):
-            raise ValueError(f"report_base must be 'template' or 'generator', got {report_base!r}")
-        result = model.report_from_arrays(data["image"], state_findings=state_findings, report_base=report_base,
-                                          **decode)
+        result = model.report_from_arrays(data["image"], state_findings=state_findings,
+                                          report_base=data.get("report_base"), **decode)  # checked by the model
         result["model"] = self.served_version()
         data[self.output_json_key] = result
         return data
