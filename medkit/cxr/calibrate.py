@@ -25,7 +25,8 @@ labeler's labels of the *training* reports (val stays for selection and reportin
 
 It also refits ``generator.template``, the site's normal report that reports start from
 (``medkit.cxr.consistency.fit_template``). ``medkit train`` fits all of them at the end of a run; this
-command refits a model that exists. Only ``config.json`` changes: the weights are not touched.
+command refits a model that exists. Only those fields of ``config.json`` change (``FITTED_FIELDS``;
+the rest of the file, written when the model was trained, stays as it is): the weights are not touched.
 """
 
 from __future__ import annotations
@@ -124,6 +125,9 @@ def fit_model_thresholds(cfg: MedKitConfig, probs: np.ndarray, labels: np.ndarra
     return rows
 
 
+FITTED_FIELDS = ("finding_thresholds", "statement_thresholds", "template")  # of generator, rewritten by calibrate
+
+
 def calibrate(model_dir: str | Path | None, data: str | Path) -> list[dict]:
     """Refit the thresholds of a model directory on the training split of ``data``; rewrites its
     ``config.json`` atomically and returns one row per observation."""
@@ -138,7 +142,11 @@ def calibrate(model_dir: str | Path | None, data: str | Path) -> list[dict]:
     rows = fit_model_thresholds(cfg, encode_studies(load_student(model_dir, cfg), train).probs, train.label_matrix(),
                                 train.positive_matrix() > 0.5)
     cfg.generator.template = fit_template([s.report for s in studies], cfg.generator.draft_min_reports)
-    atomic_write(model_dir / CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2) + "\n")
+    # Only the fitted fields change: the rest of config.json records how the model was trained, and
+    # writing the whole config would add today's defaults for settings its training never had.
+    raw = json.loads((model_dir / CONFIG_FILE).read_text())
+    raw.setdefault("generator", {}).update({k: list(getattr(cfg.generator, k)) for k in FITTED_FIELDS})
+    atomic_write(model_dir / CONFIG_FILE, json.dumps(raw, indent=2) + "\n")
     logger.info("thresholds written to %s", model_dir / CONFIG_FILE)
     return rows
 

@@ -55,7 +55,8 @@ STATEMENTS: dict[str, str] = {
     "Enlarged Cardiomediastinum": "There is mediastinal widening.",
     "Cardiomegaly": "Heart size is enlarged.",
     "Lung Lesion": "There is a pulmonary nodule.",
-    "Lung Opacity": "There is focal airspace disease.",
+    # not "focal airspace disease": beside the template's "no focal airspace consolidation" it reads as a contradiction
+    "Lung Opacity": "There is airspace opacity.",
     "Edema": "There is pulmonary edema.",
     "Consolidation": "There is focal airspace consolidation.",
     "Pneumonia": "Findings are consistent with pneumonia.",
@@ -73,7 +74,7 @@ HEDGES: dict[str, str] = {
     "Enlarged Cardiomediastinum": "Possible mediastinal widening.",
     "Cardiomegaly": "Possible cardiomegaly.",
     "Lung Lesion": "Possible pulmonary nodule.",
-    "Lung Opacity": "Possible focal airspace disease.",
+    "Lung Opacity": "Possible airspace opacity.",
     "Edema": "Possible pulmonary edema.",
     "Consolidation": "Possible focal airspace consolidation.",
     "Pneumonia": "Possible pneumonia.",
@@ -217,12 +218,45 @@ def state_findings(report: str, findings: Sequence[str]) -> tuple[str, list[str]
     return report, edits["stated"]
 
 
+def _mentioned(sentence: str) -> frozenset[str]:
+    """The observations MedKit's labeler finds named in ``sentence`` (any status)."""
+    return frozenset(o for o, v in label_report(sentence).items() if o != "No Finding" and v is not Status.NOT_MENTIONED)
+
+
+def site_order(template: Sequence[str], reports: Sequence[str]) -> list[str]:
+    """``template``'s sentences in the order the site's reports discuss their topics: each sentence
+    goes by the mean relative position (0 first, 1 last) of the first sentence of a training report
+    that names the same observations (the labeler's reading; a sentence naming none goes by where
+    that very sentence occurs, R2Gen-normalised). IU X-ray reports, for instance, mostly open with
+    the heart. Sentences no report places keep their place relative to each other, after the rest."""
+    topics = [_mentioned(t) for t in template]
+    keys = [normalize_report(t) for t in template]
+    places: list[list[float]] = [[] for _ in template]
+    for report in reports:
+        parts = sentences(report)
+        if len(parts) < 2:
+            continue
+        named = [_mentioned(p) for p in parts]
+        normalised = None
+        for i, topic in enumerate(topics):
+            if topic:
+                hits = [j for j, n in enumerate(named) if n == topic]
+            else:
+                normalised = normalised or [normalize_report(p) for p in parts]
+                hits = [j for j, n in enumerate(normalised) if n == keys[i]]
+            if hits:
+                places[i].append(hits[0] / (len(parts) - 1))
+    rank = [sum(p) / len(p) if p else 2.0 for p in places]
+    return [template[i] for i in sorted(range(len(template)), key=lambda i: (rank[i], i))]
+
+
 def fit_template(reports: Sequence[str], min_reports: int = 5) -> tuple[str, ...]:
     """The site's normal report, as sentences: the consensus of the training reports
     (:func:`medkit.metrics.consensus_report`, highest mean BLEU-4 to the others) among those made
     only of sentences that at least ``min_reports`` distinct reports contain (R2Gen-normalised, no
     "XXXX"), so the template holds the site's shared phrasing, never one report's wording. Each
-    sentence is written in its most frequent form. Empty when no report qualifies."""
+    sentence is written in its most frequent form, and the sentences go in the site's order
+    (:func:`site_order`). Empty when no report qualifies."""
     shared: Counter = Counter()  # normalised sentence -> reports containing it
     forms: dict[str, Counter] = {}
     for report in reports:
@@ -242,4 +276,4 @@ def fit_template(reports: Sequence[str], min_reports: int = 5) -> tuple[str, ...
         best, _ = consensus_report(reports, eligible=lambda text: all(k in usable for k in keys(text)))
     except ValueError:
         return ()
-    return tuple(forms[k].most_common(1)[0][0] for k in keys(best))
+    return tuple(site_order([forms[k].most_common(1)[0][0] for k in keys(best)], reports))

@@ -103,6 +103,8 @@ def test_calibrate_rewrites_only_the_config(tmp_path, tiny_model_dir):
     weights = (model / "model.safetensors").read_bytes()
     cfg = json.loads((model / "config.json").read_text())
     cfg["generator"]["finding_thresholds"] = []
+    cfg["generator"]["statement_precision"] = 0.65
+    del cfg["train"]["pos_weight"]  # a model trained before the setting existed
     (model / "config.json").write_text(json.dumps(cfg))
     r = medkit("calibrate", "--data", str(write_tiny_iu_folder(tmp_path / "data")), "--model", str(model))
     assert r.returncode == 0, r.stderr[-2000:]
@@ -112,6 +114,12 @@ def test_calibrate_rewrites_only_the_config(tmp_path, tiny_model_dir):
     stating = MedKitConfig.load(model / "config.json").generator.statement_thresholds
     assert stating == (1.0,) * len(OBSERVATIONS)  # fewer than MIN_STATED studies: never stated
     assert (model / "model.safetensors").read_bytes() == weights
+    after = json.loads((model / "config.json").read_text())
+    assert "pos_weight" not in after["train"] and after["generator"]["statement_precision"] == 0.65
+    for section in cfg:  # nothing but the fitted fields changed
+        changed = {k for k in set(cfg[section]) | set(after[section]) if cfg[section].get(k) != after[section].get(k)} \
+            if isinstance(cfg[section], dict) else ({section} if cfg[section] != after[section] else set())
+        assert changed <= ({"finding_thresholds", "statement_thresholds", "template"} if section == "generator" else set())
 
 
 def test_calibrate_needs_a_trained_model(tmp_path):

@@ -7,7 +7,10 @@ import random
 
 import pytest
 
-from medkit.cxr.consistency import HEDGES, NEGATIONS, STATEMENTS, align_report, fit_template, sentences, state_findings
+from medkit.cxr.consistency import (HEDGES, NEGATIONS, STATEMENTS, align_report, fit_template, sentences, site_order,
+                                    state_findings)
+from medkit.core.modeldir import ModelDir
+from medkit.cxr.config import MedKitConfig
 from medkit.cxr.labeler import OBSERVATIONS, Status, label_report
 
 STATED = (Status.POSITIVE, Status.UNCERTAIN)
@@ -189,3 +192,35 @@ def test_template_edited_by_the_table_states_only_its_findings():
     labels = label_report(report)
     assert labels["Pneumothorax"] is Status.POSITIVE and labels["Cardiomegaly"] is Status.NEGATIVE
     assert "The lungs are clear." in report and edits["stated"] == ["Pneumothorax"]
+
+
+def test_template_sentences_go_where_the_site_discusses_their_findings():
+    # the consensus sentence names the heart; most reports discuss the heart first, whatever their words
+    reports = ["No pneumothorax. The heart is normal in size. The lungs are clear."] * 3 + \
+              ["Heart size is normal. The lungs are clear. No pneumothorax.",
+               "Heart size is enlarged. No pneumothorax. Lungs are clear.",
+               "The cardiac silhouette is enlarged. Lungs are clear. No pneumothorax. Spine is normal."] * 2
+    template = fit_template(reports, min_reports=3)
+    assert template == ("The heart is normal in size.", "No pneumothorax.", "The lungs are clear.")
+
+
+def test_site_order_places_a_sentence_naming_no_finding_by_its_own_position():
+    reports = ["Spine is unremarkable. The lungs are clear.", "The lungs are clear. Spine is unremarkable.",
+               "Spine is unremarkable. No pneumothorax. Lungs are clear."]
+    assert site_order(["The lungs are clear.", "Spine is unremarkable."], reports) == [
+        "Spine is unremarkable.", "The lungs are clear."]
+    assert site_order(["Never seen.", "The lungs are clear."], reports) == ["The lungs are clear.", "Never seen."]
+
+
+@pytest.mark.parametrize("finding", sorted(STATEMENTS))
+def test_a_stated_finding_is_not_denied_in_the_same_words_by_the_shipped_template(finding):
+    """The labeler reads "no focal airspace consolidation" as Consolidation only, but beside "there is
+    focal airspace disease" a reader sees a contradiction: no kept negative sentence may repeat a
+    two-word phrase of the statement."""
+    template = " ".join(ModelDir.shipped("cxr").config(MedKitConfig).generator.template)
+    report, _ = align_report(template, {finding: "positive"})
+    stated = STATEMENTS[finding].lower().rstrip(".").split()
+    pairs = {" ".join(p) for p in zip(stated, stated[1:])} - {"there is", "there are", "is a", "is an", "are present"}
+    for sentence in sentences(report):
+        if sentence != STATEMENTS[finding] and any(v is Status.NEGATIVE for v in label_report(sentence).values()):
+            assert not {p for p in pairs if p in sentence.lower()}, (report, sentence)
