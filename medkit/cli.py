@@ -75,13 +75,18 @@ def _add_generate(sub) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--num-beams", type=int)
     p.add_argument("--max-new-tokens", type=int)
+    _add_report_text_options(p)
+    p.add_argument("--sr", metavar="FILE", help="also write a DICOM Structured Report referencing the DICOM inputs "
+                                              "(CT: the slices of the DICOM series)")
+
+
+def _add_report_text_options(p) -> None:
+    """Which text a chest X-ray report starts from and whether the findings table edits it."""
     p.add_argument("--no-state-findings", action="store_true",
                    help="chest X-ray: the base text alone, not made to agree with the findings table")
     p.add_argument("--report-base", choices=REPORT_BASES,
                    help="chest X-ray: start from the site's normal report or from the language model's text "
                         "(default: the model's generator.report_base)")
-    p.add_argument("--sr", metavar="FILE", help="also write a DICOM Structured Report referencing the DICOM inputs "
-                                              "(CT: the slices of the DICOM series)")
 
 
 def _add_evaluate(sub) -> None:
@@ -98,11 +103,7 @@ def _add_evaluate(sub) -> None:
                    help="keep five reference/generated report pairs in the --out JSON (off: the dataset's "
                         "licence may forbid sharing its report text)")
     p.add_argument("--num-beams", type=int)
-    p.add_argument("--no-state-findings", action="store_true",
-                   help="chest X-ray: the base text alone, not made to agree with the findings table")
-    p.add_argument("--report-base", choices=REPORT_BASES,
-                   help="chest X-ray: start from the site's normal report or from the language model's text "
-                        "(default: the model's generator.report_base)")
+    _add_report_text_options(p)
 
 
 def _add_evaluate_ct(sub) -> None:

@@ -26,6 +26,22 @@ class DistillConfig:
     uncertain_as: float = 1.0  # labeler "uncertain" target (U-Ones, Irvin et al. 2019)
 
 
+@dataclass
+class OptimConfig:
+    """The optimisation settings the training engine (``medkit.core.train``) reads from
+    ``cfg.train``; each modality's ``TrainConfig`` extends it with its own stages and defaults."""
+
+    seed: int = 42
+    batch_size: int = 16  # encoder stages
+    generator_batch_size: int = 8
+    generator_epochs: int = 3
+    lr_encoder: float = 3e-4
+    lr_generator: float = 5e-4
+    weight_decay: float = 1e-4
+    warmup_steps: int = 50  # linear warm-up, capped at a tenth of a stage's steps
+    grad_clip: float = 1.0
+
+
 REPORT_BASES = ("template", "generator")  # generator.report_base values (below)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from medkit.core.config import ConfigFile, DistillConfig, GeneratorConfig
+from medkit.core.config import ConfigFile, DistillConfig, GeneratorConfig, OptimConfig
 
 #: Organs the student segments, in label order (label value = index + 1; 0 is background).
 ORGANS = ("liver", "spleen", "kidney_right", "kidney_left", "gallbladder", "stomach", "pancreas", "aorta")
@@ -101,22 +101,18 @@ class CTEncoderConfig:
 
 
 @dataclass
-class CTTrainConfig:
-    """Optimisation of the CT stages (teacher probe -> student -> generator)."""
+class CTTrainConfig(OptimConfig):
+    """Optimisation of the CT stages (teacher probe -> student -> generator); small batches of 3D crops."""
 
-    seed: int = 42
+    batch_size: int = 2
+    generator_batch_size: int = 2
+    lr_encoder: float = 2e-3
+    weight_decay: float = 1e-5
+    warmup_steps: int = 10
     crops_per_volume: int = 4  # fixed, seeded crops per volume; teacher outputs computed once per crop
     crop_size: tuple[int, int, int] = (128, 128, 32)  # voxels at model spacing (smaller volumes are padded)
     teacher_probe_epochs: int = 50  # linear label head on frozen teacher features
     student_epochs: int = 60
-    generator_epochs: int = 3
-    batch_size: int = 2
-    generator_batch_size: int = 2
-    lr_encoder: float = 2e-3
-    lr_generator: float = 5e-4
-    weight_decay: float = 1e-5
-    warmup_steps: int = 10
-    grad_clip: float = 1.0
     seg_weight: float = 1.0  # Dice + cross-entropy on the organ masks, where a study has them
     intensity_jitter: float = 0.05  # +- shift/scale of the 0..1 input during student training
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from medkit.core.config import ConfigFile, DistillConfig, GeneratorConfig
+from medkit.core.config import ConfigFile, DistillConfig, GeneratorConfig, OptimConfig
 from medkit.cxr.labeler import OBSERVATIONS
 
 
@@ -60,20 +60,11 @@ class AugmentConfig:
 
 
 @dataclass
-class TrainConfig:
-    """Optimisation settings shared by the three stages."""
+class TrainConfig(OptimConfig):
+    """The three chest X-ray stages (``OptimConfig``'s defaults are this modality's)."""
 
-    seed: int = 42
     teacher_epochs: int = 5  # augmented, cosine decay; Lite0 at 224 px: 130 steps of 16 studies, 4-8 s a step on 1 thread
     student_epochs: int = 6
-    generator_epochs: int = 3
-    batch_size: int = 16
-    generator_batch_size: int = 8
-    lr_encoder: float = 3e-4
-    lr_generator: float = 5e-4
-    weight_decay: float = 1e-4
-    warmup_steps: int = 50
-    grad_clip: float = 1.0
     num_workers: int = 0
     limit: int | None = None  # use only the first N training studies (smoke tests)
     generator_limit: int | None = None  # the generator sees the first N of those (ablations at a fixed budget)
