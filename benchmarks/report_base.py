@@ -6,6 +6,8 @@ Every row runs the shipped student once per study (its findings decide what is s
 `medkit evaluate`) and differs only in the text that `medkit.cxr.consistency.align_report` edits:
 
 - ``template``: the site's normal report fitted on the training reports (the shipped default);
+- ``template_alone``: that report for every study, no edits (an image-blind constant: what the
+  template alone scores, so that the edits' share of a row is visible);
 - ``retrieval_mbr_k{K}``: minimum-Bayes-risk choice among the training reports: the one with the
   highest mean sentence BLEU-4 to the reports of the K training studies nearest by student image
   embedding (retrieval; training reports cannot ship with the model, so only a site's own
@@ -48,7 +50,7 @@ def main() -> None:
     ap.add_argument("--data", required=True)
     ap.add_argument("--split", default="val")
     ap.add_argument("--k", type=int, nargs="+", default=[20, 50, 100])
-    ap.add_argument("--precision", type=float, nargs="+", default=[0.4, 0.45, 0.55, 0.6])
+    ap.add_argument("--precision", type=float, nargs="+", default=[0.5, 0.55, 0.6, 0.8])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out")
     args = ap.parse_args()
@@ -75,6 +77,7 @@ def main() -> None:
         print(name, {k: round(v, 3) for k, v in rows[name].items()}, flush=True)
 
     row("template", [template] * len(evals), shipped)
+    row("template_alone", [template] * len(evals), [{} for _ in evals])
     bank = train_bank(model, train)
     sims = (torch.stack([study_embedding(model, s) for s in evals]) @ bank.T).numpy()
     row("nearest_neighbour", [train[j].report for j in sims.argmax(1)], shipped)

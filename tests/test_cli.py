@@ -138,3 +138,12 @@ def test_evaluate_writes_json(tmp_path, tiny_model_dir):
     assert "examples" not in res  # report text only with --examples (the dataset's licence)
     assert res["latency_s"]["p50"] > 0 and res["latency_s"]["p95"] >= res["latency_s"]["p50"]
     assert res["peak_rss_mb"] > 0
+
+
+def test_the_readme_quotes_what_generate_prints_for_the_nih_sample():
+    r = medkit("generate", str(NIH_PNG))
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = r.stdout.splitlines()[0]
+    readme = (ROOT / "README.md").read_text()
+    quoted = readme.split("`medkit generate medkit/data/samples/nih_00000001_000.png` prints \"", 1)[1].split('"', 1)[0]
+    assert quoted == report
