@@ -74,6 +74,13 @@ class ReportTrainTask(TrainTask):
     @staticmethod
     def reported(datastore):
         """``(image_id, image_uri, report_text)`` of every study whose final label is a readable report."""
+        # MONAI Label's file watcher reloads the index from its JSON file in another thread; under
+        # load that reload can race a label being saved and drop the label from the index (the file
+        # stays on disk: a CT training in CI once saw 1 of 2 reported studies). Reconcile the index
+        # with the files first, so training sees every report that was acknowledged.
+        refresh = getattr(datastore, "refresh", None)
+        if callable(refresh):
+            refresh()
         for item in datastore.datalist():
             label = str(item.get("label", ""))
             if not label.endswith(".json"):
