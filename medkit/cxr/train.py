@@ -69,7 +69,8 @@ STAGES = ("teacher", "student", "generator")
 # Settings a resumed run may change: how long to train, how much to validate, and how the
 # generator epochs still to run draw their studies.
 RESUMABLE_CHANGES = {"train.teacher_epochs", "train.student_epochs", "train.generator_epochs", "train.eval_limit",
-                     "train.normal_keep"}  # epochs still to run draw their studies the new way
+                     "train.normal_keep",  # epochs still to run draw their studies the new way
+                     "generator.statement_precision"}  # used only by the threshold fit at the end of a run
 
 
 # ---- stages ----------------------------------------------------------------------------------
