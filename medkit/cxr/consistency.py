@@ -45,6 +45,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 
 from medkit.core.metrics import consensus_report, normalize_report
 from medkit.cxr.labeler import Status, label_report
@@ -218,6 +219,7 @@ def state_findings(report: str, findings: Sequence[str]) -> tuple[str, list[str]
     return report, edits["stated"]
 
 
+@lru_cache(maxsize=65536)  # training reports repeat their sentences: each is labelled once
 def _mentioned(sentence: str) -> frozenset[str]:
     """The observations MedKit's labeler finds named in ``sentence`` (any status)."""
     return frozenset(o for o, v in label_report(sentence).items() if o != "No Finding" and v is not Status.NOT_MENTIONED)

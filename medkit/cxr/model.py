@@ -16,11 +16,11 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from medkit.core.config import check_report_base
 from medkit.core.generator.model import ReportGenerator
 from medkit.core.knowledge import KnowledgeGraph, Triple
 from medkit.core.modeldir import ModelDir
 from medkit.cxr import consistency
-from medkit.core.config import check_report_base
 from medkit.cxr.config import MedKitConfig
 from medkit.cxr.encoders import CXREncoder
 from medkit.cxr.images import load_cxr, order_views, to_model_input

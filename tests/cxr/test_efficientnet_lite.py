@@ -15,7 +15,7 @@ timm = pytest.importorskip("timm")
 BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 
 
-def _timm_backbone_state(name: str) -> dict[str, torch.Tensor]:
+def _timm_backbone_state(name: str) -> tuple[dict[str, torch.Tensor], torch.nn.Module]:
     torch.manual_seed(0)
     net = timm.create_model(name, pretrained=False)
     # random BatchNorm statistics, so that a mismatch in eval mode cannot hide behind mean 0 / var 1
