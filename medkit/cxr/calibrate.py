@@ -8,7 +8,9 @@ so a student trained with binary cross-entropy gives most true positives a proba
 0.5: with one global threshold of 0.5 the shipped student called no pleural effusion, atelectasis
 or support device in the whole val split, the knowledge prompt said "none" for nearly every study
 and the report could only be normal. Two thresholds per observation are fitted against the
-labeler's labels of the *training* reports (val stays for selection and reporting):
+labeler's labels of the *training* reports (val stays for selection and reporting): of the
+studies held out of the encoders' training when ``train.calibration_share`` > 0 (a student trained
+for several epochs is more confident on the studies it trained on than on new ones), else of all:
 
 - ``finding_thresholds``, the *flag* threshold: the one that maximises F1 (labels: positive or
   uncertain, the U-Ones targets the head is trained on). A flagged finding drives the knowledge
@@ -42,7 +44,7 @@ from medkit.core.files import atomic_write
 from medkit.core.modeldir import CONFIG_FILE, WEIGHTS_FILE
 from medkit.cxr.config import MedKitConfig
 from medkit.cxr.consistency import fit_template
-from medkit.cxr.data import StudyTensors, encode_studies
+from medkit.cxr.data import StudyTensors, calibration_split, encode_studies
 from medkit.cxr.model import default_model_dir, load_student, read_config
 
 logger = logging.getLogger(__name__)
@@ -125,6 +127,23 @@ def fit_model_thresholds(cfg: MedKitConfig, probs: np.ndarray, labels: np.ndarra
     return rows
 
 
+def fit_encoder_thresholds(cfg: MedKitConfig, encoder, calibration: StudyTensors, probs: np.ndarray | None = None) -> list[dict]:
+    """:func:`fit_model_thresholds` on ``encoder``'s probabilities for the ``calibration`` studies
+    (``probs``, when already computed for them)."""
+    if probs is None:
+        probs = encode_studies(encoder, calibration).probs
+    return fit_model_thresholds(cfg, probs, calibration.label_matrix(), calibration.positive_matrix() > 0.5)
+
+
+def calibration_studies(studies: list, cfg: MedKitConfig) -> list:
+    """The training studies the thresholds are fitted on: the held-out share
+    (``train.calibration_share``, the same draw as ``medkit train``), or all of them at 0."""
+    if cfg.train.calibration_share <= 0:
+        return studies
+    held = calibration_split([s.id for s in studies], cfg.train.calibration_share, cfg.train.seed)
+    return [s for s, h in zip(studies, held) if h]
+
+
 FITTED_FIELDS = ("finding_thresholds", "statement_thresholds", "template")  # of generator, rewritten by calibrate
 
 
@@ -138,9 +157,7 @@ def calibrate(model_dir: str | Path | None, data: str | Path) -> list[dict]:
     studies = load_studies(data, "train")
     if cfg.train.limit:
         studies = studies[: cfg.train.limit]
-    train = StudyTensors(studies, cfg)
-    rows = fit_model_thresholds(cfg, encode_studies(load_student(model_dir, cfg), train).probs, train.label_matrix(),
-                                train.positive_matrix() > 0.5)
+    rows = fit_encoder_thresholds(cfg, load_student(model_dir, cfg), StudyTensors(calibration_studies(studies, cfg), cfg))
     cfg.generator.template = fit_template([s.report for s in studies], cfg.generator.draft_min_reports)
     # Only the fitted fields change: the rest of config.json records how the model was trained, and
     # writing the whole config would add today's defaults for settings its training never had.

@@ -86,8 +86,16 @@ class TrainConfig(OptimConfig):
     # (positive = labeler positive); the mean over observations with at least this many val
     # positives selects the epoch kept.
     auc_min_positives: int = 10
+    # Share of the training studies held out of the encoders' training (a seeded draw by study id,
+    # ``medkit.cxr.data.calibration_split``); the finding and statement thresholds are fitted on
+    # the student's probabilities for them. 0: fitted on the studies it trained on, which a student
+    # trained for several epochs scores more confidently than new ones, so the thresholds fitted
+    # for a precision state findings at lower precision on new studies.
+    calibration_share: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.calibration_share < 0.5:
+            raise ValueError(f"calibration_share must be in [0, 0.5), got {self.calibration_share}")
         if not 0.0 < self.normal_keep <= 1.0:
             raise ValueError(f"normal_keep must be in (0, 1], got {self.normal_keep}")
         if self.pos_weight not in ("none", "sqrt", "balanced") or self.pos_weight_max < 1:

@@ -4,6 +4,7 @@ fitted to). Used by training (``medkit.cxr.train``) and calibration (``medkit.cx
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import NamedTuple
 
@@ -22,6 +23,17 @@ logger = logging.getLogger(__name__)
 
 
 # ---- data ------------------------------------------------------------------------------------
+def calibration_split(study_ids: list[str], share: float, seed: int) -> np.ndarray:
+    """(N,) bool, True for the studies held out for threshold calibration: a study is held out when
+    the hash of (seed, id) falls in the lowest ``share`` of its range, so membership depends only on
+    the id (not on the order, the other studies or the data folder) and ``medkit calibrate``
+    recomputes the same split from the config."""
+    if not 0.0 <= share < 1.0:
+        raise ValueError(f"share must be in [0, 1), got {share}")
+    draw = [int.from_bytes(hashlib.sha256(f"{seed}:{i}".encode()).digest()[:8], "big") / 2**64 for i in study_ids]
+    return np.asarray(draw, dtype=np.float64) < share if study_ids else np.zeros(0, dtype=bool)
+
+
 class StudyTensors:
     """Images of every study decoded and resized once per run, kept in memory: (V, 1, S, S) float16
     (about 200 kB a study at 224 px), its training labels (14,) (uncertain as
@@ -66,10 +78,22 @@ class StudyTensors:
 
     def subset(self, n: int) -> "StudyTensors":
         """The first ``n`` studies (no copy of the tensors)."""
+        return self.select(list(range(min(n, len(self)))))
+
+    def select(self, indices: list[int]) -> "StudyTensors":
+        """The studies at ``indices``, in that order (no copy of the tensors)."""
         part = object.__new__(StudyTensors)
         for name in ("studies", "images", "masks", "labels", "findings", "positives"):
-            setattr(part, name, getattr(self, name)[:n])
+            values = getattr(self, name)
+            setattr(part, name, [values[i] for i in indices])
         return part
+
+    def split_calibration(self, share: float, seed: int) -> tuple["StudyTensors", "StudyTensors | None"]:
+        """(studies the encoders train on, held-out calibration studies or None when ``share`` is 0)."""
+        held = calibration_split([s.id for s in self.studies], share, seed)
+        if not held.any():
+            return self, None
+        return self.select(list(np.flatnonzero(~held))), self.select(list(np.flatnonzero(held)))
 
     def label_matrix(self) -> np.ndarray:
         """(N, num_labels) binary labels of every study."""

@@ -54,7 +54,7 @@ from medkit.core.metrics import findings_auc
 from medkit.core.modeldir import atomic_save_safetensors
 from medkit.core.train import Dist, check_resumable, init_distributed, mark_done, run_loop, seed_everything, stage_done
 from medkit.cxr.augment import augment_study_batch
-from medkit.cxr.calibrate import fit_model_thresholds
+from medkit.cxr.calibrate import calibration_studies, fit_encoder_thresholds
 from medkit.cxr.config import MedKitConfig
 from medkit.cxr.consistency import fit_template
 from medkit.cxr.data import StudyTensors, encode_studies
@@ -268,7 +268,10 @@ def generator_epoch_items(findings: list[list[str]], normal_keep: float, seed: i
 
 
 def train_generator(cfg: MedKitConfig, student: CXREncoder, train: StudyTensors, val: StudyTensors | None,
-                    out: Path, d: Dist, ckpt_every: int, lm=None, tokenizer=None) -> MedKitCXR:
+                    out: Path, d: Dist, ckpt_every: int, lm=None, tokenizer=None,
+                    calibration: StudyTensors | None = None) -> MedKitCXR:
+    """The generator on every training study; the thresholds fitted at the end on ``calibration``
+    (the studies held out of the encoders' training), or on ``train`` when None."""
     student.requires_grad_(False)
     model = MedKitCXR(cfg, student=student, lm=lm, tokenizer=tokenizer).to(d.device)
     gen = model.generator
@@ -308,8 +311,10 @@ def train_generator(cfg: MedKitConfig, student: CXREncoder, train: StudyTensors,
     mark_done(out, "generator", d)
     gen.learn_report_text([s.report for s in train.studies])
     model.cfg.generator.template = fit_template([s.report for s in train.studies], cfg.generator.draft_min_reports)
-    rows = fit_model_thresholds(model.cfg, encoded.probs, train.label_matrix(),
-                                train.positive_matrix() > 0.5)
+    if calibration is None:
+        rows = fit_encoder_thresholds(model.cfg, student, train, encoded.probs)
+    else:
+        rows = fit_encoder_thresholds(model.cfg, student, calibration)
     logger.info("finding thresholds: %s", {r["observation"]: r["threshold"] for r in rows})
     return model.eval()
 
@@ -340,19 +345,24 @@ def train(cfg: MedKitConfig, data: str | Path, out: str | Path, lm=None, tokeniz
     logger.info("training on %d studies, validating on %d", len(studies), len(val_studies))
     train_set = StudyTensors(studies, cfg, show=d.main)
     val_set = StudyTensors(val_studies, cfg, show=d.main) if val_studies else None
-    teacher = train_teacher(cfg, train_set, out, d, ckpt_every, val_set)
+    # The encoders never see the calibration studies; the generator trains on every study.
+    encoder_set, calibration_set = train_set.split_calibration(cfg.train.calibration_share, cfg.train.seed)
+    if calibration_set is not None:
+        logger.info("encoders train on %d studies; %d held out for the thresholds", len(encoder_set),
+                    len(calibration_set))
+    teacher = train_teacher(cfg, encoder_set, out, d, ckpt_every, val_set)
     if until == "teacher":
         return _finish(out / "teacher", d)
     if cfg.encoder.report_encoder == "teacher":  # ablation: the generator reads the teacher's tokens
         encoder = teacher
     else:
-        encoder = train_student(cfg, teacher, train_set, out, d, ckpt_every, val_set)
+        encoder = train_student(cfg, teacher, encoder_set, out, d, ckpt_every, val_set)
         del teacher
     if until == "student":
         return _finish(out / "student", d)
     if cfg.train.generator_limit:
         train_set = train_set.subset(cfg.train.generator_limit)
-    model = train_generator(cfg, encoder, train_set, val_set, out, d, ckpt_every, lm, tokenizer)
+    model = train_generator(cfg, encoder, train_set, val_set, out, d, ckpt_every, lm, tokenizer, calibration_set)
     final = out / "model"
     if d.main:
         model.save(final)
@@ -387,9 +397,7 @@ def export_model(run: str | Path, data: str | Path, out: str | Path) -> Path:
         studies = studies[: cfg.train.limit]
     model.generator.learn_report_text([s.report for s in studies])
     model.cfg.generator.template = fit_template([s.report for s in studies], cfg.generator.draft_min_reports)
-    train = StudyTensors(studies, cfg)
-    fit_model_thresholds(model.cfg, encode_studies(model.student, train).probs, train.label_matrix(),
-                         train.positive_matrix() > 0.5)
+    fit_encoder_thresholds(model.cfg, model.student, StudyTensors(calibration_studies(studies, cfg), cfg))
     model.save(out)
     logger.info("exported %s (generator epoch %d, step %d) to %s", run, state["epoch"], state["step"], out)
     return out

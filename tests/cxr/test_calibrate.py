@@ -129,3 +129,40 @@ def test_calibrate_needs_a_trained_model(tmp_path):
 
 def test_training_fits_the_thresholds(tiny_model_dir):
     assert len(MedKitConfig.load(tiny_model_dir / "config.json").generator.finding_thresholds) == len(OBSERVATIONS)
+
+
+def test_calibration_split_depends_only_on_the_study_id():
+    from medkit.cxr.data import calibration_split
+
+    ids = [f"CXR{i}_IM-{i % 97}" for i in range(2000)]
+    held = calibration_split(ids, 0.15, seed=42)
+    assert 0.13 < held.mean() < 0.17
+    again = calibration_split(ids[::-1], 0.15, seed=42)[::-1]  # order and neighbours do not matter
+    assert (again == held).all()
+    assert (calibration_split(ids[:10], 0.15, seed=42) == held[:10]).all()
+    assert (calibration_split(ids, 0.15, seed=7) != held).any()  # the seed draws another split
+    assert (calibration_split(ids, 0.3, seed=42) >= held).all()  # a larger share holds out a superset
+    assert not calibration_split(ids, 0.0, seed=42).any()
+    with pytest.raises(ValueError, match="calibration_share"):
+        MedKitConfig().override(["train.calibration_share=0.5"])
+
+
+def test_calibrate_fits_on_the_held_out_studies_only(tmp_path, tiny_model_dir):
+    from medkit.core.data import load_studies
+    from medkit.cxr.calibrate import calibrate
+    from medkit.cxr.data import calibration_split
+    from medkit.cxr.labeler import label_report, to_binary
+
+    data = write_tiny_iu_folder(tmp_path / "data")
+    studies = load_studies(data, "train")
+    share, seed = 0.45, next(s for s in range(100) if 0 < calibration_split([t.id for t in studies], 0.45, s).sum() < len(studies))
+    held = calibration_split([t.id for t in studies], share, seed)
+    model = shutil.copytree(tiny_model_dir, tmp_path / "model")
+    cfg = json.loads((model / "config.json").read_text())
+    cfg["train"].update(calibration_share=share, seed=seed)
+    (model / "config.json").write_text(json.dumps(cfg))
+    rows = calibrate(model, data)
+    positives = sum(np.array(to_binary(label_report(t.report), 1.0)) for t, h in zip(studies, held) if h)
+    assert [r["positives"] for r in rows] == [int(p) for p in positives]
+    everything = sum(np.array(to_binary(label_report(t.report), 1.0)) for t in studies)
+    assert [r["positives"] for r in rows] != [int(p) for p in everything]  # not the whole training split

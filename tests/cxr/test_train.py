@@ -195,6 +195,23 @@ def test_ablation_switches_teacher_encoder_and_generator_budget(tmp_path, tiny_l
     assert isinstance(out_["report"], str)
 
 
+def test_encoders_never_train_on_the_calibration_studies(tmp_path, tiny_manifest):
+    """``train.calibration_share``: the held-out studies are in no teacher or student step."""
+    from medkit.core.data import load_studies
+    from medkit.cxr.config import MedKitConfig
+    from medkit.cxr.data import calibration_split
+    from medkit.cxr.train import train
+    from tests.conftest import TINY_OVERRIDES
+
+    ids = [s.id for s in load_studies(tiny_manifest, "train")]
+    seed = next(s for s in range(100) if calibration_split(ids, 0.45, s).sum() == 1)
+    cfg = MedKitConfig().override(TINY_OVERRIDES + ["train.calibration_share=0.45", f"train.seed={seed}"])
+    train(cfg, tiny_manifest, tmp_path / "run", ckpt_every=0, until="student")
+    for stage in ("teacher", "student"):
+        first_epoch = [h for h in _history(tmp_path / "run", stage) if "loss" in h and h["epoch"] == 0]
+        assert sum(h["items"] for h in first_epoch) == len(ids) - 1, stage
+
+
 def test_class_pos_weight_balances_rare_observations():
     import numpy as np
 
