@@ -1,6 +1,7 @@
 """Which text should the findings table edit? Report bases and statement precision on a split.
 
     .venv/bin/python benchmarks/report_base.py --data ../shared/data [--split val] [--out rb.json]
+        [--model runs/cxr/model] [--no-retrieval] [--precision 0.6 0.7 0.8]
 
 Every row runs the shipped student once per study (its findings decide what is stated, as in
 `medkit evaluate`) and differs only in the text that `medkit.cxr.consistency.align_report` edits:
@@ -13,8 +14,8 @@ Every row runs the shipped student once per study (its findings decide what is s
   embedding (retrieval; training reports cannot ship with the model, so only a site's own
   deployment could use it);
 - ``nearest_neighbour``: the nearest training study's report;
-and ``template_precision_{P}`` refits the statement thresholds on the training studies for
-precision P (``generator.statement_precision``). The language model's rows come from `medkit
+and ``template_precision_{P}`` refits the statement thresholds for precision P on the training
+studies the model's were fitted on (its held-out calibration share, ``train.calibration_share``) (``generator.statement_precision``). The language model's rows come from `medkit
 evaluate --report-base generator`. Selection on val only; the test split is scored elsewhere.
 """
 
@@ -28,7 +29,7 @@ import torch
 
 from medkit.core.data import load_studies
 from medkit.core.metrics import normalize_report, sentence_bleu_matrix
-from medkit.cxr.calibrate import fit_statement_thresholds
+from medkit.cxr.calibrate import calibration_studies, fit_statement_thresholds
 from medkit.cxr.consistency import align_report
 from medkit.cxr.data import StudyTensors, encode_studies
 from medkit.cxr.evaluate import score, study_embedding, train_bank
@@ -45,12 +46,32 @@ def student_probs(model: MedKitCXR, study) -> list[float]:
     return torch.sigmoid(model.student(x, m).logits)[0].tolist()
 
 
+def retrieval_rows(model: MedKitCXR, train: list, evals: list, table: list[dict], ks: list[int], row) -> None:
+    """The nearest training study's report, and the MBR choice among training reports for each K."""
+    bank = train_bank(model, train)
+    sims = (torch.stack([study_embedding(model, s) for s in evals]) @ bank.T).numpy()
+    row("nearest_neighbour", [train[j].report for j in sims.argmax(1)], table)
+    texts = sorted({normalize_report(s.report) for s in train} - {""})
+    index = {t: i for i, t in enumerate(texts)}
+    owner = np.array([index.get(normalize_report(s.report), -1) for s in train])
+    bleu = sentence_bleu_matrix(texts)  # bleu[i, j]: text i as hypothesis, text j as reference
+    for k in ks:
+        chosen = []
+        for q in range(len(evals)):
+            weight = np.zeros(len(texts))
+            np.add.at(weight, owner[np.argsort(-sims[q])[:k]], 1.0 / k)
+            chosen.append(texts[int(np.argmax(bleu @ weight))])
+        row(f"retrieval_mbr_k{k}", chosen, table)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True)
     ap.add_argument("--split", default="val")
     ap.add_argument("--k", type=int, nargs="+", default=[20, 50, 100])
     ap.add_argument("--precision", type=float, nargs="+", default=[0.5, 0.55, 0.6, 0.8])
+    ap.add_argument("--model", help="model directory (default: the shipped model)")
+    ap.add_argument("--no-retrieval", action="store_true", help="skip the nearest-neighbour and MBR rows")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out")
     args = ap.parse_args()
@@ -58,7 +79,7 @@ def main() -> None:
     usable = lambda s: s.report.strip() and any(p.exists() for p in s.images)  # noqa: E731
     train = [s for s in load_studies(args.data, "train") if usable(s)]
     evals = [s for s in load_studies(args.data, args.split) if usable(s)]
-    model = MedKitCXR.load()
+    model = MedKitCXR.load(args.model)
     gcfg = model.cfg.generator
     refs = [s.report for s in evals]
     probs = np.array([student_probs(model, s) for s in evals])
@@ -78,21 +99,10 @@ def main() -> None:
 
     row("template", [template] * len(evals), shipped)
     row("template_alone", [template] * len(evals), [{} for _ in evals])
-    bank = train_bank(model, train)
-    sims = (torch.stack([study_embedding(model, s) for s in evals]) @ bank.T).numpy()
-    row("nearest_neighbour", [train[j].report for j in sims.argmax(1)], shipped)
-    texts = sorted({normalize_report(s.report) for s in train} - {""})
-    index = {t: i for i, t in enumerate(texts)}
-    owner = np.array([index.get(normalize_report(s.report), -1) for s in train])
-    bleu = sentence_bleu_matrix(texts)  # bleu[i, j]: text i as hypothesis, text j as reference
-    for k in args.k:
-        chosen = []
-        for q in range(len(evals)):
-            weight = np.zeros(len(texts))
-            np.add.at(weight, owner[np.argsort(-sims[q])[:k]], 1.0 / k)
-            chosen.append(texts[int(np.argmax(bleu @ weight))])
-        row(f"retrieval_mbr_k{k}", chosen, shipped)
-    tensors = StudyTensors(train, model.cfg, show=False)
+    if not args.no_retrieval:
+        retrieval_rows(model, train, evals, shipped, args.k, row)
+    # the statement thresholds are refitted where the model's were: its calibration studies
+    tensors = StudyTensors(calibration_studies(train, model.cfg), model.cfg, show=False)
     train_probs = encode_studies(model.student, tensors).probs
     for target in args.precision:
         statement, _ = fit_statement_thresholds(train_probs, tensors.positive_matrix() > 0.5, flag, target)
