@@ -93,6 +93,9 @@ class StudyTensors:
         held = calibration_split([s.id for s in self.studies], share, seed)
         if not held.any():
             return self, None
+        if held.all():
+            raise ValueError(f"train.calibration_share {share} holds out all {len(held)} training studies: "
+                             "the encoders would have none to train on (use a smaller share or more studies)")
         return self.select(list(np.flatnonzero(~held))), self.select(list(np.flatnonzero(held)))
 
     def label_matrix(self) -> np.ndarray:

@@ -210,6 +210,10 @@ def test_encoders_never_train_on_the_calibration_studies(tmp_path, tiny_manifest
     for stage in ("teacher", "student"):
         first_epoch = [h for h in _history(tmp_path / "run", stage) if "loss" in h and h["epoch"] == 0]
         assert sum(h["items"] for h in first_epoch) == len(ids) - 1, stage
+    every = next(s for s in range(1000) if calibration_split(ids, 0.45, s).all())
+    cfg = MedKitConfig().override(TINY_OVERRIDES + ["train.calibration_share=0.45", f"train.seed={every}"])
+    with pytest.raises(ValueError, match="holds out all 4 training studies"):
+        train(cfg, tiny_manifest, tmp_path / "run_all_held", ckpt_every=0, until="teacher")
 
 
 def test_class_pos_weight_balances_rare_observations():
