@@ -143,6 +143,7 @@ def language_metrics(
     references: Sequence[str],
     hypotheses: Sequence[str],
     meteor_timeout_s: float = 600.0,
+    meteor: bool = True,
 ) -> dict:
     """BLEU-1..4, METEOR, ROUGE-L and CIDEr of ``hypotheses`` against ``references``.
 
@@ -153,7 +154,8 @@ def language_metrics(
 
     Returns ``{"bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider", "n",
     "notes"}``; ``meteor`` is None when Java is missing or METEOR fails, with the reason in
-    ``notes`` (a list of strings). Raises ValueError when the counts differ or are zero.
+    ``notes`` (a list of strings); ``meteor=False`` skips it (a Java process, most of the time on
+    a few thousand reports). Raises ValueError when the counts differ or are zero.
     """
     _check_pairs(references, hypotheses)
     gts = {i: [normalize_report(r) or EMPTY_REPORT] for i, r in enumerate(references)}
@@ -171,7 +173,9 @@ def language_metrics(
         out["cider"] = float(Cider().compute_score(gts, res)[0])
 
     out["meteor"] = None
-    if shutil.which("java") is None:
+    if not meteor:
+        notes.append("meteor: None because it was not asked for")
+    elif shutil.which("java") is None:
         notes.append("meteor: None because Java is not installed (pycocoevalcap's METEOR runs a Java jar)")
     else:
         try:

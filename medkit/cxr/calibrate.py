@@ -20,7 +20,8 @@ for several epochs is more confident on the studies it trained on than on new on
 - ``statement_thresholds``, the *statement* threshold: the lowest one, at or above the flag
   threshold, at which at least ``MIN_STATED`` training studies are flagged and the precision
   against the labeler's *positive* labels (the labels clinical efficacy scores) reaches
-  ``generator.statement_precision``; 1.0 where none does. Only findings at or above it are stated
+  ``generator.statement_precision``; 1.0 where none does, or where the observation has fewer than
+  ``MIN_STATEMENT_POSITIVES`` training positives (too few to trust a precision). Only findings at or above it are stated
   in the report as present (``medkit.cxr.consistency``): tuned for F1, the rare classes were flagged at
   thresholds as low as 0.12, and a report stating each such finding asserted a pneumothorax on a
   normal film.
@@ -54,6 +55,11 @@ GRID = tuple(round(0.04 + 0.02 * i, 2) for i in range(44))  # 0.04 .. 0.90
 MIN_POSITIVES = 5
 MIN_F1 = 0.2
 MIN_STATED = 5  # a statement threshold's precision is measured on at least this many flagged studies
+# An observation with fewer training positives is never stated (only flagged): a head trained on
+# those studies memorises a handful of positives, so its precision there says little about new
+# studies (IU X-ray: pneumothorax, 9 positives, fitted 0.34 for precision 0.8 on train; stated once
+# on val, wrongly).
+MIN_STATEMENT_POSITIVES = 20
 
 
 def f1(labels: np.ndarray, predicted: np.ndarray) -> float:
@@ -91,10 +97,12 @@ def precision(labels: np.ndarray, predicted: np.ndarray) -> float:
 
 
 def fit_statement_thresholds(probs: np.ndarray, labels: np.ndarray, flag_thresholds: list[float], target: float,
-                             min_stated: int = MIN_STATED) -> tuple[list[float], list[dict]]:
+                             min_stated: int = MIN_STATED,
+                             min_positives: int = MIN_STATEMENT_POSITIVES) -> tuple[list[float], list[dict]]:
     """probs, labels (N, C) -> (statement threshold per observation, rows): the lowest grid value
     >= the flag threshold where at least ``min_stated`` studies are called and the precision
-    reaches ``target``; 1.0 (never stated) where none does."""
+    reaches ``target``; 1.0 (never stated) where none does or the observation has fewer than
+    ``min_positives`` positives."""
     if probs.shape != labels.shape or probs.ndim != 2 or len(flag_thresholds) != probs.shape[1]:
         raise ValueError(f"probs {probs.shape}, labels {labels.shape} and {len(flag_thresholds)} flag thresholds "
                          "must agree on (N, C)")
@@ -103,7 +111,7 @@ def fit_statement_thresholds(probs: np.ndarray, labels: np.ndarray, flag_thresho
     for j, flag in enumerate(flag_thresholds):
         y, p = positive[:, j], probs[:, j]
         t = next((t for t in sorted({flag, *GRID}) if t >= flag and (p >= t).sum() >= min_stated
-                  and precision(y, p >= t) >= target), 1.0)
+                  and precision(y, p >= t) >= target), 1.0) if y.sum() >= min_positives else 1.0
         thresholds.append(float(t))
         rows.append({"statement_threshold": float(t), "stated": int((p >= t).sum()) if t < 1.0 else 0,
                      "precision": round(precision(y, p >= t), 4) if t < 1.0 else None,

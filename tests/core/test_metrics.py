@@ -76,6 +76,14 @@ def test_meteor_none_without_java(no_java):
     assert list(out) == ["bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider", "n", "notes"]
 
 
+def test_meteor_skipped_when_not_asked_for(monkeypatch):
+    monkeypatch.setattr(metrics.shutil, "which", lambda *args, **kwargs: "/usr/bin/java")
+    monkeypatch.setattr(metrics, "_meteor", lambda *args, **kwargs: pytest.fail("METEOR ran"))
+    out = language_metrics(REFS, list(REFS), meteor=False)
+    assert out["meteor"] is None and out["bleu_4"] > 0.9
+    assert any("not asked for" in note for note in out["notes"])
+
+
 def test_meteor_failure_is_a_note_not_a_crash(monkeypatch):
     monkeypatch.setattr(metrics.shutil, "which", lambda *args, **kwargs: "/usr/bin/java")
 

@@ -8,7 +8,8 @@ import shutil
 import numpy as np
 import pytest
 
-from medkit.cxr.calibrate import GRID, MIN_POSITIVES, MIN_STATED, fit_statement_thresholds, fit_thresholds
+from medkit.cxr.calibrate import (GRID, MIN_POSITIVES, MIN_STATED, MIN_STATEMENT_POSITIVES, fit_statement_thresholds,
+                                  fit_thresholds)
 from medkit.core.config import GeneratorConfig
 from medkit.cxr.config import MedKitConfig
 from medkit.cxr.labeler import OBSERVATIONS
@@ -75,6 +76,18 @@ def test_statement_threshold_is_the_lowest_reaching_the_target_precision():
     assert fit_statement_thresholds(probs, labels, [0.7, 0.3, 0.3], target=0.9)[0][0] == 0.7
     with pytest.raises(ValueError, match="agree"):
         fit_statement_thresholds(probs, labels, [0.3, 0.3], target=0.9)
+
+
+def test_a_rare_observation_is_never_stated_however_precise_on_train():
+    """Precision on a handful of training positives (which the head trained on) is not trusted."""
+    n, few = 200, MIN_STATEMENT_POSITIVES - 1
+    probs = np.full((n, 1), 0.1)
+    labels = np.zeros((n, 1), dtype=bool)
+    probs[:few, 0], labels[:few, 0] = 0.9, True  # every call right, on more than MIN_STATED studies
+    assert few >= MIN_STATED
+    thresholds, rows = fit_statement_thresholds(probs, labels, [0.3], target=0.9)
+    assert thresholds == [1.0] and rows[0]["stated"] == 0 and rows[0]["strict_positives"] == few
+    assert fit_statement_thresholds(probs, labels, [0.3], target=0.9, min_positives=few)[0] == [0.3]
 
 
 def test_findings_are_positive_borderline_or_negative():
