@@ -74,7 +74,7 @@ class GeneratorConfig:
     # statement_precision (medkit.cxr.calibrate); 1.0: never positive. Flagged findings below it are
     # "borderline". Empty: every flagged finding is positive (configs older than this field).
     statement_thresholds: tuple[float, ...] = ()
-    statement_precision: float = 0.7  # target precision of the fit above (chosen on IU val: docs/results.md)
+    statement_precision: float = 0.8  # target precision of the fit above (chosen on IU val: docs/results.md)
     # What the report does with a borderline finding (medkit.cxr.consistency.align_report): "hedge" states
     # it hedged ("Possible pleural effusion."), "hedge_stated" hedges it only where the generator
     # stated it, "table" leaves it to the findings table (the report neither states nor hedges it).
