@@ -2,7 +2,7 @@
 
 Each variant removes one part of the method and trains its report generator from scratch with
 the same budget (the first ``--generator-studies`` training studies, one epoch), then
-``medkit evaluate`` scores it on the first ``--eval-studies`` val studies (greedy, as shipped):
+``medkit evaluate --report-base generator`` scores its text on the first ``--eval-studies`` val studies (greedy):
 
 | variant | what changes |
 |---|---|
@@ -75,8 +75,11 @@ def run_variant(name: str, a) -> dict:
         medkit(args, a.threads, log)
     result_path = out / "val.json"
     if not result_path.exists():
+        # the language model's text: the parts ablated here are the generator's (the default
+        # report base, the site template, does not run it)
         medkit(["evaluate", "--data", str(a.data), "--split", "val", "--model", str(out / "model"),
-                "--limit", str(a.eval_studies), "--no-floors", "--out", str(result_path)], a.threads, log)
+                "--report-base", "generator", "--limit", str(a.eval_studies), "--no-floors",
+                "--out", str(result_path)], a.threads, log)
     result = json.loads(result_path.read_text())
     history = [json.loads(x) for x in (out / "generator" / "history.jsonl").read_text().splitlines()]
     val_losses = [h["val_loss"] for h in history if "val_loss" in h]
