@@ -88,8 +88,8 @@ def main() -> None:
     splits = {}
     for split in args.split:
         refs = [s.report for s in load_studies(args.data, split) if s.report.strip()]
-        tables = [{o: "positive" if o in set(positive_findings(label_report(r))) else "negative" for o in OBSERVATIONS}
-                  for r in refs]
+        found = [set(positive_findings(label_report(r))) for r in refs]  # each report labelled once
+        tables = [{o: "positive" if o in pos else "negative" for o in OBSERVATIONS} for pos in found]
         splits[split] = (refs, tables)
     keys = ("bleu_4", "meteor", "rouge_l", "cider", "ce_precision", "ce_f1_macro") if args.full else ("bleu_4", "rouge_l", "cider")
     for split, (refs, _) in splits.items():
