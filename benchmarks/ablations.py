@@ -12,13 +12,15 @@ the same budget (the first ``--generator-studies`` training studies, one epoch),
 | no_distillation | the student trained on labeler labels only (KL and feature weights 0) |
 | teacher_encoder | the generator reads the frozen teacher's tokens (``encoder.report_encoder=teacher``) |
 
-The teacher (and, where the variant keeps it, the distilled student) are reused from
+Each row also carries the val mean AUC of the findings head the variant's reports use (its
+student's, or the teacher's for teacher_encoder; ``best.json`` of that stage). The teacher (and,
+where the variant keeps it, the distilled student) are reused from
 ``--base-run`` (a finished ``medkit train`` run), so every row differs from ``full`` in one part
 only. A variant whose model exists is not retrained (rerun to resume). The budget is small
 because CPU time is: compare rows with each other, not with the shipped model.
 
-    python benchmarks/ablations.py --data ../shared/data --base-run runs/cxr_v1 --out runs/ablations \\
-        --generator-studies 240 --eval-studies 40 --threads 1
+    python benchmarks/ablations.py --data ../shared/data --base-run runs/cxr_v4 --out runs/ablations_v4 \\
+        --generator-studies 240 --eval-studies 40 --threads 2
 """
 
 from __future__ import annotations
@@ -83,15 +85,18 @@ def run_variant(name: str, a) -> dict:
     result = json.loads(result_path.read_text())
     history = [json.loads(x) for x in (out / "generator" / "history.jsonl").read_text().splitlines()]
     val_losses = [h["val_loss"] for h in history if "val_loss" in h]
+    # the findings head the variant's reports use: the teacher's for teacher_encoder, else its student's
+    encoder = "teacher" if VARIANTS[name].get("encoder.report_encoder") == "teacher" else "student"
+    head_auc = json.loads((out / encoder / "best.json").read_text())["mean_auc"]
     return {"variant": name, "changes": VARIANTS[name], "val_loss": val_losses[-1] if val_losses else None,
-            "n_studies": result["n_studies"], **{k: result["model"][k] for k in COLUMNS}}
+            "head_auc": head_auc, "n_studies": result["n_studies"], **{k: result["model"][k] for k in COLUMNS}}
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| variant | gen. val loss | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 2) + "|"]
+    lines = ["| variant | gen. val loss | head AUC | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 3) + "|"]
     for r in rows:
         loss = f"{r['val_loss']:.3f}" if r["val_loss"] is not None else "-"
-        lines.append(f"| {r['variant']} | {loss} | " + " | ".join(f"{r[k]:.3f}" for k in COLUMNS) + " |")
+        lines.append(f"| {r['variant']} | {loss} | {r['head_auc']:.3f} | " + " | ".join(f"{r[k]:.3f}" for k in COLUMNS) + " |")
     return "\n".join(lines)
 
 
