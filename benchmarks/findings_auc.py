@@ -6,6 +6,10 @@ least ``--min-positives`` positives), so shipped and new heads compare on equal 
 
     python benchmarks/findings_auc.py --data ../shared/data --split val                  # shipped student
     python benchmarks/findings_auc.py --data ../shared/data --run runs/teacher_v2 --stage teacher
+    python benchmarks/findings_auc.py --data ../shared/data --ensemble shipped runs/cxr_v4:teacher runs/cxr_l2:teacher
+
+``--ensemble`` scores each head (``shipped``, or ``RUN:STAGE`` with that stage's ``best.safetensors``)
+and their averaged probabilities.
 """
 
 from __future__ import annotations
@@ -40,6 +44,32 @@ def load_encoder(model: str | None, run: str | None, stage: str, weights: str | 
     return enc.eval(), cfg
 
 
+def ensemble(args) -> int:
+    """Each head's mean AUC, then the AUC of their averaged probabilities (heads may differ in image size)."""
+    from medkit.core.data import load_studies
+    from medkit.core.metrics import findings_auc
+    from medkit.cxr.data import StudyTensors, encode_studies
+
+    studies, tensors, probs = load_studies(args.data, args.split), {}, []
+    for spec in args.ensemble:
+        if spec == "shipped":
+            enc, cfg = load_encoder(None, None, "student", None)
+        else:
+            run, stage = spec.rsplit(":", 1)
+            enc, cfg = load_encoder(None, run, stage, str(Path(run) / stage / "best.safetensors"))
+        size = cfg.encoder.image_size
+        if size not in tensors:
+            tensors[size] = StudyTensors(studies, cfg, show=False)
+        probs.append(encode_studies(enc, tensors[size]).probs)
+        print(f"{spec}: mean AUC {findings_auc(probs[-1], tensors[size].positive_matrix(), cfg.observations, args.min_positives)['mean_auc']:.4f}")
+    res = findings_auc(sum(probs) / len(probs), tensors[size].positive_matrix(), cfg.observations, args.min_positives)
+    print(f"average of {len(probs)}: mean AUC {res['mean_auc']:.4f}; "
+          + ", ".join(f"{k} {res['per_observation'][k]['auc']:.3f}" for k in res["mean_over"]))
+    if args.out:
+        Path(args.out).write_text(json.dumps({"heads": args.ensemble, **res}, indent=2) + "\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True)
@@ -50,9 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weights", help="with --run: a safetensors file of that stage (e.g. OUT/teacher/best.safetensors)")
     ap.add_argument("--min-positives", type=int, default=10)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--ensemble", nargs="+", metavar="HEAD", help="shipped or RUN:STAGE, scored alone and averaged")
     ap.add_argument("--out", help="write the result as JSON")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.ensemble:
+        return ensemble(args)
     from medkit.core.data import load_studies
     from medkit.core.metrics import findings_auc
     from medkit.cxr.data import StudyTensors, encode_studies
