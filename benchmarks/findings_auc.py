@@ -8,6 +8,10 @@ least ``--min-positives`` positives), so shipped and new heads compare on equal 
     python benchmarks/findings_auc.py --data ../shared/data --run runs/teacher_v2 --stage teacher
     python benchmarks/findings_auc.py --data ../shared/data --ensemble shipped runs/cxr_v4:teacher runs/cxr_l2:teacher
 
+``--best-f1`` adds each observation's F1 at the threshold that is best *on this split* and the mean
+over the observations with a positive: an optimistic ceiling for the CE macro-F1 of any report that
+states this head's thresholded findings (the labeler reading every statement right).
+
 ``--ensemble`` scores each head (``shipped``, or ``RUN:STAGE`` with that stage's ``best.safetensors``)
 and their averaged probabilities.
 """
@@ -42,6 +46,18 @@ def load_encoder(model: str | None, run: str | None, stage: str, weights: str | 
     enc = CXREncoder(cfg.encoder, stage, pretrained=False)
     enc.load_state_dict(load_file(weights or str(Path(run) / stage / f"{stage}.safetensors")))
     return enc.eval(), cfg
+
+
+def best_f1(prob, positive) -> tuple[float, float]:
+    """(F1, threshold) at the best cut of one observation's probabilities."""
+    best = (0.0, 1.0)
+    for t in sorted(set(prob.tolist())):
+        pred = prob >= t
+        tp = int((pred & positive).sum())
+        if tp:
+            f1 = 2 * tp / (int(pred.sum()) + int(positive.sum()))
+            best = max(best, (f1, t))
+    return best
 
 
 def ensemble(args) -> int:
@@ -80,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weights", help="with --run: a safetensors file of that stage (e.g. OUT/teacher/best.safetensors)")
     ap.add_argument("--min-positives", type=int, default=10)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--best-f1", action="store_true", help="also each observation's F1 at its best threshold on this split")
     ap.add_argument("--ensemble", nargs="+", metavar="HEAD", help="shipped or RUN:STAGE, scored alone and averaged")
     ap.add_argument("--out", help="write the result as JSON")
     args = ap.parse_args(argv)
@@ -96,11 +113,21 @@ def main(argv: list[str] | None = None) -> int:
     res = findings_auc(probs, data.positive_matrix(), cfg.observations, args.min_positives)
     print(f"{args.split}: {len(probs)} studies; mean AUC {res['mean_auc']} over {len(res['mean_over'])} observations "
           f"with >= {args.min_positives} positives")
-    print("| observation | positives | AUC |\n|---|---|---|")
-    for name in cfg.observations:
+    positives = data.positive_matrix().astype(bool)
+    print("| observation | positives | AUC |" + (" best F1 (threshold) |\n|---|---|---|---|" if args.best_f1 else "\n|---|---|---|"))
+    for i, name in enumerate(cfg.observations):
         a, n = res["per_observation"][name]["auc"], res["per_observation"][name]["positives"]
         mark = "" if name in res["mean_over"] else " (not in mean)"
-        print(f"| {name} | {n} | {'-' if a is None else f'{a:.3f}'}{mark} |")
+        row = f"| {name} | {n} | {'-' if a is None else f'{a:.3f}'}{mark} |"
+        if args.best_f1 and n:
+            f1, t = best_f1(probs[:, i], positives[:, i])
+            res["per_observation"][name]["best_f1"], res["per_observation"][name]["best_threshold"] = f1, t
+            row += f" {f1:.3f} ({t:.2f}) |"
+        print(row)
+    if args.best_f1:
+        f1s = [v["best_f1"] for v in res["per_observation"].values() if "best_f1" in v]
+        res["best_f1_macro"] = sum(f1s) / len(f1s)
+        print(f"mean best F1 over the {len(f1s)} observations with a positive: {res['best_f1_macro']:.3f}")
     if args.out:
         Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
     return 0
