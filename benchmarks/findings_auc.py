@@ -49,15 +49,10 @@ def load_encoder(model: str | None, run: str | None, stage: str, weights: str | 
 
 
 def best_f1(prob, positive) -> tuple[float, float]:
-    """(F1, threshold) at the best cut of one observation's probabilities."""
-    best = (0.0, 1.0)
-    for t in sorted(set(prob.tolist())):
-        pred = prob >= t
-        tp = int((pred & positive).sum())
-        if tp:
-            f1 = 2 * tp / (int(pred.sum()) + int(positive.sum()))
-            best = max(best, (f1, t))
-    return best
+    """(F1, threshold) at the best cut of one observation's probabilities (ties: the higher cut)."""
+    from medkit.cxr.calibrate import f1
+
+    return max([(0.0, 1.0), *((f1(positive, prob >= t), t) for t in sorted(set(prob.tolist())))])
 
 
 def ensemble(args) -> int:
@@ -77,8 +72,9 @@ def ensemble(args) -> int:
         if size not in tensors:
             tensors[size] = StudyTensors(studies, cfg, show=False)
         probs.append(encode_studies(enc, tensors[size]).probs)
-        print(f"{spec}: mean AUC {findings_auc(probs[-1], tensors[size].positive_matrix(), cfg.observations, args.min_positives)['mean_auc']:.4f}")
-    res = findings_auc(sum(probs) / len(probs), tensors[size].positive_matrix(), cfg.observations, args.min_positives)
+        positives = tensors[size].positive_matrix()  # the same studies' labels at every image size
+        print(f"{spec}: mean AUC {findings_auc(probs[-1], positives, cfg.observations, args.min_positives)['mean_auc']:.4f}")
+    res = findings_auc(sum(probs) / len(probs), positives, cfg.observations, args.min_positives)
     print(f"average of {len(probs)}: mean AUC {res['mean_auc']:.4f}; "
           + ", ".join(f"{k} {res['per_observation'][k]['auc']:.3f}" for k in res["mean_over"]))
     if args.out:
